@@ -1,0 +1,45 @@
+"""Configuration: the model's shape (GPTConfig), its named presets, and the training settings (TrainConfig)."""
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 50257  # GPT-2's BPE vocabulary
+    context_length: int = 256  # GPT-2 uses 1024; 256 keeps CPU training practical
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = False
+    tie_weights: bool = False  # share the output head with the token embedding, as OpenAI's GPT-2 does
+
+
+PRESETS = {
+    "gpt2-124m": GPTConfig(),
+    # A few seconds per epoch on a CPU: for tests and quick tries.
+    "tiny": GPTConfig(context_length=64, emb_dim=64, n_heads=4, n_layers=2),
+}
+
+
+def preset(name: str, **overrides) -> GPTConfig:
+    """The named preset, with any fields replaced (e.g. context_length=128)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 2
+    lr: float = 4e-4
+    weight_decay: float = 0.1
+    eval_freq: int = 5  # evaluate every this many optimizer steps
+    eval_batches: int = 5  # batches of train and of val data per evaluation
+    seed: int = 123
+    device: str = "auto"  # auto = cuda, then mps, then cpu
+    data: str | None = None  # corpus file; None = the bundled data/the-verdict.txt
+    out_dir: str = "results"
+    sample_prompt: str = "Every effort moves you"
+    sample_tokens: int = 50

@@ -1,0 +1,71 @@
+"""What a training run tells its caller (the headless printer, the TUI): plain, immutable event objects."""
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    device: str
+    num_params: int
+    epochs: int
+    steps_per_epoch: int
+    start_step: int  # global step the run starts from (0 for a new run)
+
+
+@dataclass(frozen=True)
+class StepDone:
+    epoch: int  # 1-based
+    step: int  # optimizer steps so far in this epoch
+    global_step: int
+    tokens_seen: int
+    loss: float
+    elapsed_s: float  # training time so far, pauses excluded
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    epoch: int
+    step: int
+    global_step: int
+    tokens_seen: int
+    train_loss: float
+    val_loss: float
+    elapsed_s: float
+
+    def record(self) -> dict:
+        """One line of metrics.jsonl."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochSampled:
+    epoch: int
+    global_step: int
+    text: str  # prompt + greedy continuation, as generated (may hold newlines and any characters)
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    state: str  # "running" or "paused": what the training thread is really doing now
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    path: str
+    global_step: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    completed: bool  # False when stopped early
+    epoch: int
+    step: int
+    global_step: int
+    elapsed_s: float
+    outputs: dict[str, str]  # what was written: name -> path
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str  # one clear sentence for the user

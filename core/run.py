@@ -1,0 +1,133 @@
+"""One training run from start to finish: build everything from the configs, train, and write the run's files.
+
+Both front ends use this: the headless command on its main thread, the TUI on a worker thread.
+"""
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from core.config import GPTConfig, TrainConfig
+from core.control import TrainingControl
+from core.data import DEFAULT_CORPUS, CorpusError, create_dataloaders, read_corpus
+from core.events import EpochSampled, Evaluated, Failed, Finished
+from core.fileio import atomic_write
+from core.model import GPTModel
+from core.plotting import save_loss_plot
+from core.trainer import Trainer, TrainingError, make_optimizer
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; a named device must be available."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available (no NVIDIA GPU, or this torch build has no CUDA)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: Apple's MPS backend is not available on this machine")
+    if name not in ("cuda", "mps", "cpu"):
+        raise ValueError(f"--device {name}: unknown device; choose auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+class RunOutputs:
+    """The files a run leaves in its output directory."""
+
+    def __init__(self, out_dir: str | Path):
+        self.dir = Path(out_dir)
+        self.config = self.dir / "config.json"
+        self.metrics = self.dir / "metrics.jsonl"
+        self.samples = self.dir / "samples.txt"
+        self.plot = self.dir / "loss_plot.png"
+        self.checkpoint = self.dir / "last.pt"
+
+    def prepare(self, model_cfg: GPTConfig, train_cfg: TrainConfig) -> None:
+        """Create the directory and start fresh files, so an unwritable place fails before any training."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.config) as f:
+                f.write(json.dumps({"model": asdict(model_cfg), "train": asdict(train_cfg)}, indent=2).encode())
+            self.metrics.write_text("")
+            self.samples.write_text("", encoding="utf-8")
+            self.plot.unlink(missing_ok=True)  # a plot from an earlier run in this directory would mislead
+        except OSError as e:
+            raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
+
+    def record(self, event) -> None:
+        if isinstance(event, Evaluated):
+            with self.metrics.open("a") as f:
+                f.write(json.dumps(event.record()) + "\n")
+        elif isinstance(event, EpochSampled):
+            with self.samples.open("a", encoding="utf-8") as f:
+                f.write(f"--- epoch {event.epoch} (step {event.global_step})\n{event.text}\n")
+
+    def written(self) -> dict[str, str]:
+        paths = {"checkpoint": self.checkpoint, "plot": self.plot, "metrics": self.metrics, "samples": self.samples}
+        return {name: str(path) for name, path in paths.items() if path.exists()}
+
+
+class TrainingRun:
+    """Builds the data, model, optimizer and trainer from the configs and runs them, reporting through `on_event`.
+
+    `run()` blocks until training ends; `trainer` is set once training has been set up.
+    """
+
+    def __init__(
+        self,
+        model_cfg: GPTConfig,
+        train_cfg: TrainConfig,
+        on_event: Callable[[object], None],
+        control: TrainingControl | None = None,
+    ):
+        self.model_cfg, self.train_cfg = model_cfg, train_cfg
+        self.on_event = on_event
+        self.control = control or TrainingControl()
+        self.outputs = RunOutputs(train_cfg.out_dir)
+        self.trainer: Trainer | None = None
+
+    def _emit(self, event) -> None:
+        self.outputs.record(event)
+        self.on_event(event)
+
+    def _setup(self) -> Trainer:
+        cfg = self.train_cfg
+        device = resolve_device(cfg.device)
+        self.outputs.prepare(self.model_cfg, cfg)
+        text = read_corpus(cfg.data)
+        source = str(cfg.data or DEFAULT_CORPUS)
+        train_loader, val_loader = create_dataloaders(
+            text, self.model_cfg.context_length, cfg.batch_size, cfg.seed, source
+        )
+        torch.manual_seed(cfg.seed)
+        model = GPTModel(self.model_cfg).to(device)
+        return Trainer(
+            model, make_optimizer(model, cfg), train_loader, val_loader, cfg, device, self._emit, self.control
+        )
+
+    def run(self) -> Finished | Failed:
+        try:
+            self.trainer = trainer = self._setup()
+            completed = trainer.run()
+            trainer.save_checkpoint(self.outputs.checkpoint)
+            self._save_plot()
+            epoch = trainer.epoch if completed else trainer.epoch + 1
+            result = Finished(
+                completed, epoch, trainer.step, trainer.global_step, trainer.elapsed(), self.outputs.written()
+            )
+        except (CorpusError, TrainingError, ValueError, OSError) as e:
+            result = Failed(str(e))
+        except torch.cuda.OutOfMemoryError:
+            result = Failed("out of GPU memory: try a smaller --batch-size or --context-length")
+        if isinstance(result, Failed) and self.trainer is not None:
+            with contextlib.suppress(OSError):
+                self._save_plot()  # the curve so far is still worth having; the checkpoint is left as it was
+        self.on_event(result)
+        return result
+
+    def _save_plot(self) -> None:
+        if self.trainer.history:
+            save_loss_plot(self.trainer.history, self.trainer.steps_per_epoch, self.outputs.plot)

@@ -1,0 +1,52 @@
+"""GPT-2's byte-pair encoding, through tiktoken, from the vocabulary file shipped inside this package.
+
+`<|endoftext|>` in any text is the special end-of-text token (id 50256), as in GPT-2's own training data
+and the reference notebook: it separates documents rather than being spelled out as plain characters.
+"""
+
+from functools import cache
+from pathlib import Path
+
+import tiktoken
+import torch
+from tiktoken.load import load_tiktoken_bpe
+
+ASSETS = Path(__file__).parent / "assets"
+GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+# GPT-2's pre-tokenizer (from OpenAI's encoder.py): splits text into words, numbers, punctuation and spaces.
+GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+END_OF_TEXT = "<|endoftext|>"
+
+
+@cache
+def gpt2_tokenizer() -> tiktoken.Encoding:
+    """The GPT-2 tokenizer (same ranks as tiktoken's `r50k_base`), built once; needs no network."""
+    ranks = load_tiktoken_bpe(str(ASSETS / "gpt2.tiktoken"), expected_hash=GPT2_RANKS_SHA256)
+    return tiktoken.Encoding(
+        name="gpt2",
+        pat_str=GPT2_SPLIT_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={END_OF_TEXT: 50256},
+        explicit_n_vocab=50257,
+    )
+
+
+def encode(text: str, tokenizer: tiktoken.Encoding | None = None) -> list[int]:
+    return (tokenizer or gpt2_tokenizer()).encode(text, allowed_special={END_OF_TEXT})
+
+
+def text_to_token_ids(text: str, tokenizer=None, add_batch_dim: bool = True) -> torch.Tensor:
+    """Token ids of `text` as a LongTensor: shape (1, n), or (n,) without the batch dimension."""
+    ids = torch.tensor(encode(text, tokenizer), dtype=torch.long)
+    return ids.unsqueeze(0) if add_batch_dim else ids
+
+
+def token_ids_to_text(token_ids, tokenizer=None) -> str:
+    """Text of a 1-D or (1, n) tensor of token ids, or of a list of ids."""
+    if isinstance(token_ids, torch.Tensor):
+        if token_ids.dim() == 2 and token_ids.size(0) == 1:
+            token_ids = token_ids[0]
+        if token_ids.dim() != 1:
+            raise ValueError(f"expected a 1-D or (1, n) tensor of token ids, got shape {tuple(token_ids.shape)}")
+        token_ids = token_ids.tolist()
+    return (tokenizer or gpt2_tokenizer()).decode(token_ids)

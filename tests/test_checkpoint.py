@@ -1,0 +1,86 @@
+import os
+import pickle
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+
+from core.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, load_model, save_checkpoint
+from core.model import GPTModel
+
+
+def _save_model(path, cfg):
+    model = GPTModel(cfg)
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": asdict(cfg)})
+    return model
+
+
+def test_round_trip_gives_back_the_same_model(tmp_path, tiny_cfg):
+    original = _save_model(tmp_path / "m.pt", tiny_cfg).eval()
+    loaded, ckpt = load_model(tmp_path / "m.pt")
+    assert ckpt["format_version"] == FORMAT_VERSION
+    ids = torch.randint(0, tiny_cfg.vocab_size, (1, 8))
+    assert torch.equal(original(ids), loaded(ids))
+    assert not loaded.training
+
+
+class _CreatesAFile:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))  # unpickling this would create the file
+
+
+def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
+    victim = tmp_path / "pwned"
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"format_version": 1, "model": _CreatesAFile(str(victim)), "model_config": {}}, f, protocol=2)
+    torch.save({"model": _CreatesAFile(str(victim))}, tmp_path / "evil_zip.pt")
+    for name in ("evil.pt", "evil_zip.pt"):
+        with pytest.raises(CheckpointError, match="refused to load"):
+            load_checkpoint(tmp_path / name)
+    assert not victim.exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path, tiny_cfg):
+    _save_model(tmp_path / "m.pt", tiny_cfg)
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_missing_foreign_and_future_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "none.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a minigpt-tui checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"format_version": FORMAT_VERSION + 1, "model": {}, "model_config": {}}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="newer than this version"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path, tiny_cfg):
+    model = GPTModel(tiny_cfg)
+    save_checkpoint(
+        tmp_path / "m.pt", {"model": model.state_dict(), "model_config": asdict(replace(tiny_cfg, emb_dim=32))}
+    )
+    with pytest.raises(CheckpointError, match="do not fit its model config"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tiny_cfg, monkeypatch):
+    _save_model(tmp_path / "m.pt", tiny_cfg)
+    before = (tmp_path / "m.pt").read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "m.pt", {"model": {}, "model_config": {}})
+    assert (tmp_path / "m.pt").read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.pt"]  # no temporary file left behind
