@@ -104,8 +104,9 @@ class TrainingRun:
         )
         torch.manual_seed(cfg.seed)
         model = GPTModel(self.model_cfg).to(device)
+        optimizer = make_optimizer(model, cfg)
         return Trainer(
-            model, make_optimizer(model, cfg), train_loader, val_loader, cfg, device, self._emit, self.control
+            model, optimizer, train_loader, val_loader, cfg, device, self._emit, self.control, self.outputs.checkpoint
         )
 
     def run(self) -> Finished | Failed:

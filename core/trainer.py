@@ -5,9 +5,11 @@ between optimizer steps, so the headless command and the TUI drive it the same w
 """
 
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
@@ -62,6 +64,7 @@ class Trainer:
         device: torch.device,
         on_event: Callable[[object], None],
         control: TrainingControl | None = None,
+        checkpoint_path: str | Path | None = None,
     ):
         self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
         self.train_loader, self.val_loader = train_loader, val_loader
@@ -70,6 +73,10 @@ class Trainer:
         self.train_eval_loader = DataLoader(train_loader.dataset, batch_size=cfg.batch_size)
         self.emit = on_event
         self.control = control or TrainingControl()
+        self.checkpoint_path = checkpoint_path  # where requested checkpoints go
+        # Held while the optimizer changes the weights in place, so another thread (the chat) can copy a
+        # consistent set: the weights of the latest completed step, never half-updated ones.
+        self.weights_lock = threading.Lock()
         self.steps_per_epoch = len(train_loader)
         # Progress; `epoch` is 0-based here and 1-based in events.
         self.epoch = 0
@@ -104,14 +111,21 @@ class Trainer:
         return True
 
     def _may_continue(self) -> bool:
+        """At a step boundary: save if asked, wait out a pause; False once a stop is requested."""
+        self._save_if_requested()
         if self.control.pause_requested and not self.control.stop_requested:
             self.emit(StateChanged("paused"))
             paused_at = time.perf_counter()
-            self.control.wait_while_paused()
+            while self.control.wait_while_paused():
+                self._save_if_requested()
             self._paused_s += time.perf_counter() - paused_at
             if not self.control.stop_requested:
                 self.emit(StateChanged("running"))
         return not self.control.stop_requested
+
+    def _save_if_requested(self) -> None:
+        if self.control.take_checkpoint_request() and self.checkpoint_path is not None:
+            self.save_checkpoint(self.checkpoint_path)
 
     def elapsed(self) -> float:
         return self.elapsed_s + time.perf_counter() - self._clock_start - self._paused_s
@@ -127,9 +141,10 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        self.step += 1
-        self.global_step += 1
+        with self.weights_lock:
+            self.optimizer.step()
+            self.step += 1
+            self.global_step += 1
         self.tokens_seen += inputs.numel()
         self._session_tokens += inputs.numel()
         self._session_step_s += time.perf_counter() - started

@@ -157,3 +157,21 @@ def test_a_bad_corpus_is_a_failed_event_not_a_crash(tiny_cfg, quick_train_cfg, t
     result, _ = run(tiny_cfg, replace(quick_train_cfg, data=str(tmp_path / bad) if bad else str(path)))
     assert isinstance(result, Failed)
     assert ("no such file" if bad else "is empty") in result.message
+
+
+def test_a_checkpoint_can_be_requested_while_running_and_while_paused(tiny_cfg, quick_train_cfg):
+    control = TrainingControl()
+
+    def on_event(event):
+        if isinstance(event, StepDone) and event.global_step == 2:
+            control.request_checkpoint()
+        elif isinstance(event, StepDone) and event.global_step == 4:
+            control.pause()
+        elif isinstance(event, StateChanged) and event.state == "paused":
+            control.request_checkpoint()
+        elif isinstance(event, CheckpointSaved) and event.global_step == 4:
+            control.resume()
+
+    result, events = run(tiny_cfg, quick_train_cfg, control, on_event)
+    assert [e.global_step for e in of(events, CheckpointSaved)] == [2, 4, 20]  # on request, on request, at the end
+    assert result.completed
