@@ -1,6 +1,7 @@
 """Writing files so that a crash or a full disk never leaves a half-written one behind."""
 
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,7 +14,8 @@ def atomic_write(path: str | Path):
     and `path` is left untouched.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # One temporary name per thread: the TUI may save the plot while the training thread saves it too.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
             yield f

@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from core.checkpoint import CheckpointError, load_model
+from core.events import Failed, Finished
 from core.generate import generate_text_simple
 from core.run import resolve_device
 from core.tokenizer import END_OF_TEXT, text_to_token_ids, token_ids_to_text
@@ -48,8 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "generate":
         return generate_main(parser, args)
-    model_cfg, train_cfg = configs_from_args(parser, args)
-    return run_headless(args.preset, model_cfg, train_cfg)
+    model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
+    if args.command == "train":
+        return run_headless(args.preset, model_cfg, train_cfg)
+    return tui_main(args.preset, model_cfg, train_cfg)
+
+
+def tui_main(preset_name: str, model_cfg, train_cfg) -> int:
+    from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
+
+    result = MiniGPTApp(model_cfg, train_cfg, preset_name).run()
+    if isinstance(result, Failed):
+        print(f"minigpt-tui: error: {result.message}", file=sys.stderr)
+        return 1
+    if isinstance(result, Finished):
+        print(f"Saved {', '.join(result.outputs.values())}")
+    return 0
 
 
 if __name__ == "__main__":
