@@ -1,6 +1,7 @@
 """The training app: wires the panels to a training run on a worker thread. The panels live in `widgets/`,
 the styles in `app.tcss`, the command palette's entries in `commands.py`."""
 
+import functools
 from pathlib import Path
 
 from textual import on, work
@@ -20,6 +21,22 @@ from minigpt_tui.training import start_training
 from minigpt_tui.widgets import HelpScreen, LossChart, RunProgress, SamplesLog, StatusBar
 
 
+def on_training(message_type):
+    """`@on(message_type)`, but ignored once the app is shutting down: `App.run_test()` shuts it down while
+    training messages may still be queued, and by then the widgets are gone."""
+
+    def decorate(handler):
+        @on(message_type)
+        @functools.wraps(handler)
+        def handle_while_running(self, message):
+            if self.is_running:
+                handler(self, message)
+
+        return handle_while_running
+
+    return decorate
+
+
 class MiniGPTApp(App[events.Finished | events.Failed | None]):
     """Trains from the moment it opens; returns the run's Finished or Failed event when it exits."""
 
@@ -27,12 +44,12 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
     TITLE = "minigpt-tui"
     COMMANDS = App.COMMANDS | {TrainingCommands}
     BINDINGS = [
-        Binding("p,space", "pause", "Pause", tooltip="Pause training at the next step boundary"),
+        Binding("p,space", "pause", "Pause", tooltip="Pause or resume training, at the next step boundary"),
         Binding("p,space", "resume", "Resume", tooltip="Resume a paused run"),
-        Binding("s", "save_plot", "Save plot", tooltip="Save the loss plot PNG to the output directory now"),
+        Binding("s", "save_plot", "Save plot", tooltip="Save the loss plot PNG in the output directory"),
         Binding("c", "save_checkpoint", "Checkpoint", tooltip="Save a checkpoint at the next step boundary"),
         Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the loss chart's log-scale y axis"),
-        Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics and plot, and exit"),
+        Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics, plot; exit"),
         # Textual binds ctrl+c to copy; in a training tool people press it to quit.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Same as q"),
         Binding("f1,question_mark", "help", "Help", tooltip="Show this list of keys"),
@@ -93,6 +110,8 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     def show_state(self) -> None:
         self.query_one(StatusBar).set_state(self.state())
+        if not self.training:
+            self.query_one(RunProgress).run_ended()
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters) -> bool | None:
@@ -106,7 +125,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     # Training events, delivered by training.EventForwarder.
 
-    @on(messages.RunStarted)
+    @on_training(messages.RunStarted)
     def run_started(self, message: messages.RunStarted) -> None:
         self.steps_per_epoch = message.event.steps_per_epoch
         self.trainer_state = "running"
@@ -114,34 +133,34 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.query_one(RunProgress).run_started(message.event)
         self.show_state()
 
-    @on(messages.StepDone)
+    @on_training(messages.StepDone)
     def step_done(self, message: messages.StepDone) -> None:
         self.query_one(StatusBar).step_done(message.event)
         self.query_one(RunProgress).step_done(message.event)
 
-    @on(messages.Evaluated)
+    @on_training(messages.Evaluated)
     def evaluated(self, message: messages.Evaluated) -> None:
         self.history.append(message.event.record())
         self.query_one(LossChart).add(message.event)
         self.query_one(StatusBar).evaluated(message.event)
 
-    @on(messages.EpochSampled)
+    @on_training(messages.EpochSampled)
     def epoch_sampled(self, message: messages.EpochSampled) -> None:
         self.query_one(SamplesLog).add(message.event)
 
-    @on(messages.StateChanged)
+    @on_training(messages.StateChanged)
     def state_changed(self, message: messages.StateChanged) -> None:
         self.trainer_state = message.event.state
         self.show_state()
 
-    @on(messages.CheckpointSaved)
+    @on_training(messages.CheckpointSaved)
     def checkpoint_saved(self, message: messages.CheckpointSaved) -> None:
         if self.checkpoint_requested:  # the run's own saves are reported when it ends
             self.checkpoint_requested = False
             event = message.event
             self.notify(f"Checkpoint saved to {event.path} (step {event.global_step:,})", markup=False)
 
-    @on(messages.Finished)
+    @on_training(messages.Finished)
     def finished(self, message: messages.Finished) -> None:
         self.result = event = message.event
         self.show_state()
@@ -152,7 +171,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         saved = ", ".join(Path(path).name for path in event.outputs.values())
         self.notify(f"Training {how}. Saved {saved} in {self.outputs.dir}/", timeout=15, markup=False)
 
-    @on(messages.Failed)
+    @on_training(messages.Failed)
     def failed(self, message: messages.Failed) -> None:
         self.result = message.event
         self.query_one(StatusBar).failed(message.event.message)
@@ -200,12 +219,15 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.action_stop_training()
 
     def action_help(self) -> None:
-        keys = [(", ".join(map(self.get_key_display, _each_key(b))), b.tooltip) for b in self.BINDINGS]
-        keys += [
-            ("ctrl+q", "Same as q"),
-            ("ctrl+p", "Command palette: save plot or checkpoint, pause, log scale, stop, quit, theme"),
+        extra = [
+            Binding("ctrl+q", "quit", tooltip="Same as q"),
+            Binding("ctrl+p", "command_palette", tooltip="Command palette: every command, and themes"),
         ]
-        self.push_screen(HelpScreen(keys))
+        keys = {}  # key display -> what it does; the first binding of a key describes it
+        for binding in [*self.BINDINGS, *extra]:
+            shown = ", ".join(self.get_key_display(Binding(key, "")) for key in binding.key.split(","))
+            keys.setdefault(shown, binding.tooltip)
+        self.push_screen(HelpScreen(list(keys.items())))
 
     def action_save_plot(self) -> None:
         if not self.history:
@@ -231,7 +253,3 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
             self.notify(message.error, title="Could not save the loss plot", severity="error", markup=False)
         else:
             self.notify(f"Loss plot saved to {message.path}", markup=False)
-
-
-def _each_key(binding: Binding) -> list[Binding]:
-    return [Binding(key, binding.action) for key in binding.key.split(",")]

@@ -22,3 +22,9 @@ class RunProgress(Horizontal):
     def step_done(self, event: StepDone) -> None:
         self.query_one("#epoch-progress", ProgressBar).update(progress=event.step)
         self.query_one("#run-progress", ProgressBar).update(progress=event.global_step)
+
+    def run_ended(self) -> None:
+        """Stop the bars' "waiting" animation if the run ended before it started."""
+        for bar in self.query(ProgressBar):
+            if bar.total is None:
+                bar.update(total=1, progress=0)
