@@ -54,8 +54,8 @@ class LossChart(PlotextPlot):
 
     def _update_subtitle(self) -> None:
         # The legend lives in the border: plotext's own sits top left, right where a loss curve starts.
-        scale = " · log scale" if self.log_scale else ""
-        self.border_subtitle = f"[{TRAIN_COLOR}]━━[/] train  [{VAL_COLOR}]━━[/] val{scale}"
+        scale = "log" if self.log_scale else "linear"
+        self.border_subtitle = f"[{TRAIN_COLOR}]━━[/] train  [{VAL_COLOR}]━━[/] val · {scale} scale"
 
     def _redraw_if_stale(self) -> None:
         if self._stale:
