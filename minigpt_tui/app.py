@@ -146,7 +146,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     @on_training(messages.EpochSampled)
     def epoch_sampled(self, message: messages.EpochSampled) -> None:
-        self.query_one(SamplesLog).add(message.event)
+        self.query_one(SamplesLog).add(message.event, self.train_cfg.sample_prompt)
 
     @on_training(messages.StateChanged)
     def state_changed(self, message: messages.StateChanged) -> None:

@@ -21,10 +21,14 @@ class SamplesLog(VerticalScroll):
         self.border_title = "Samples"
         self.mount(Static("A sample appears after each epoch.", id="no-samples"))
 
-    def add(self, event: EpochSampled) -> None:
+    def add(self, event: EpochSampled, prompt: str = "") -> None:
+        """Show a sample; its first `prompt` characters (what the model was given) in bold."""
         self.query("#no-samples").remove()
         at_bottom = self.is_vertical_scroll_end
         self.mount(Static(f"epoch {event.epoch} · step {event.global_step:,}", classes="sample-title"))
-        self.mount(Static(Text(printable(event.text)), classes="sample-text", markup=False))
+        text = Text(printable(event.text))
+        if prompt and event.text.startswith(prompt):
+            text.stylize("bold", 0, len(prompt))
+        self.mount(Static(text, classes="sample-text", markup=False))
         if at_bottom:  # follow new samples unless the reader has scrolled up to an older one
             self.call_after_refresh(self.scroll_end, animate=False)
