@@ -19,6 +19,7 @@ from minigpt_tui import messages
 from minigpt_tui.commands import TrainingCommands
 from minigpt_tui.training import start_training
 from minigpt_tui.widgets import HelpScreen, LossChart, RunProgress, SamplesLog, StatusBar
+from minigpt_tui.widgets.status_bar import compact
 
 
 def on_training(message_type):
@@ -79,9 +80,11 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        title = " · ".join(filter(None, [self.title, self.sub_title]))
-        self.query_one("#run").border_title = title
+        self.show_title()
         start_training(self, self.model_cfg, self.train_cfg, self.control)
+
+    def show_title(self, *details: str) -> None:
+        self.query_one("#run").border_title = " · ".join(filter(None, [self.title, self.sub_title, *details]))
 
     def on_unmount(self) -> None:
         # However the app ends (even a closed terminal), the training thread stops at its next step and saves.
@@ -129,6 +132,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
     def run_started(self, message: messages.RunStarted) -> None:
         self.steps_per_epoch = message.event.steps_per_epoch
         self.trainer_state = "running"
+        self.show_title(f"{compact(message.event.num_params)} parameters", message.event.device)
         self.query_one(StatusBar).run_started(message.event)
         self.query_one(RunProgress).run_started(message.event)
         self.show_state()

@@ -1,25 +1,26 @@
-"""The status line: what the run is doing, where it is, how fast it goes and how well it does."""
+"""The status lines: what the run is doing, where it is, how fast it goes and how well it does."""
 
 import time
 
 from textual.content import Content
-from textual.widgets import Static
+from textual.widget import Widget
 
 from core.events import Evaluated, RunStarted, StepDone
 
 # state -> how it looks; "pausing"/"resuming"/"stopping" show that a request waits for the next step boundary
 STATES = {
-    "starting": ("◌ starting…", "$foreground-muted"),
-    "running": ("● running", "bold $success"),
-    "pausing": ("◌ pausing…", "bold $warning"),
-    "paused": ("❚❚ paused", "bold $warning"),
-    "resuming": ("◌ resuming…", "bold $warning"),
-    "stopping": ("◌ stopping…", "bold $warning"),
-    "stopped": ("■ stopped", "bold $secondary"),
-    "finished": ("✔ finished", "bold $accent"),
-    "failed": ("✘ failed", "bold $error"),
+    "starting": ("◌ starting…", "$text-muted"),
+    "running": ("● running", "bold $text-success"),
+    "pausing": ("◌ pausing…", "bold $text-warning"),
+    "paused": ("❚❚ paused", "bold $text-warning"),
+    "resuming": ("◌ resuming…", "bold $text-warning"),
+    "stopping": ("◌ stopping…", "bold $text-warning"),
+    "stopped": ("■ stopped", "bold $text-secondary"),
+    "finished": ("✔ finished", "bold $text-accent"),
+    "failed": ("✘ failed", "bold $text-error"),
 }
 ENDED = ("stopped", "finished", "failed")
+GAP = "  "
 
 
 def clock(seconds: float) -> str:
@@ -35,8 +36,22 @@ def compact(n: float) -> str:
     return f"{n:,.0f}"
 
 
-class StatusBar(Static):
-    """Two lines about the run, refreshed from training events and once a second for the clock."""
+def pack(items: list[Content], width: int) -> list[Content]:
+    """Lay items out in lines of at most `width` cells, breaking only between items."""
+    lines: list[list[Content]] = [[]]
+    used = 0
+    for item in items:
+        needed = item.cell_length + (len(GAP) if lines[-1] else 0)
+        if lines[-1] and used + needed > width:
+            lines.append([])
+            used, needed = 0, item.cell_length
+        lines[-1].append(item)
+        used += needed
+    return [Content(GAP).join(line) for line in lines]
+
+
+class StatusBar(Widget):
+    """The run's figures, refreshed from training events and once a second for the clock."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -46,31 +61,31 @@ class StatusBar(Static):
         self._last_step_at = 0.0  # monotonic time the last StepDone arrived, to run the clock between steps
         self.best_val: tuple[float, int] | None = None  # (loss, global step)
         self.error: str | None = None
+        self._height = 0
 
     def on_mount(self) -> None:
-        self.set_interval(1, self._show)
-        self._show()
+        self.set_interval(1, self._changed)
 
     def set_state(self, state: str) -> None:
         self.state = state
-        self._show()
+        self._changed()
 
     def run_started(self, event: RunStarted) -> None:
         self.started = event
-        self._show()
+        self._changed()
 
     def step_done(self, event: StepDone) -> None:
         self.last_step, self._last_step_at = event, time.monotonic()
-        self._show()
+        self._changed()
 
     def evaluated(self, event: Evaluated) -> None:
         if self.best_val is None or event.val_loss < self.best_val[0]:
             self.best_val = (event.val_loss, event.global_step)
-        self._show()
+        self._changed()
 
     def failed(self, message: str) -> None:
         self.error = message
-        self._show()
+        self._changed()
 
     def elapsed(self) -> float:
         if self.last_step is None:
@@ -85,26 +100,40 @@ class StatusBar(Static):
         per_step = step.elapsed_s / step.global_step
         return per_step * (run.epochs * run.steps_per_epoch - step.global_step)
 
-    def _show(self) -> None:
+    def items(self) -> list[Content]:
         label, style = STATES[self.state]
-        parts: list = [(label, style)]
+        items = [Content.styled(label, style)]
         run, step = self.started, self.last_step
         if run is not None:
             epoch, in_epoch, global_step = (step.epoch, step.step, step.global_step) if step else (1, 0, 0)
             tokens, speed = (step.tokens_seen, step.tokens_per_s) if step else (0, 0.0)
-            parts += [
-                f"  epoch {epoch}/{run.epochs}  step {in_epoch}/{run.steps_per_epoch}",
-                f"  global step {global_step:,}  tokens {tokens:,}  {compact(speed)} tok/s",
+            items += [
+                f"epoch {epoch}/{run.epochs}",
+                f"step {in_epoch}/{run.steps_per_epoch}",
+                f"global step {global_step:,}",
+                f"{compact(tokens)} tokens",
+                f"{compact(speed)} tok/s",
             ]
-        lines = [Content.assemble(*parts)]
         eta = self.eta()
-        best = f"{self.best_val[0]:.4f} (step {self.best_val[1]:,})" if self.best_val else "–"
-        second = [
-            f"elapsed {clock(self.elapsed())}  ETA {clock(eta) if eta is not None else '–'}  best val {best}",
-        ]
-        if run is not None:
-            second.append((f"  {run.device} · {compact(run.num_params)} params", "$foreground-muted"))
-        lines.append(Content.assemble(*second))
+        items += [f"elapsed {clock(self.elapsed())}", f"ETA {clock(eta) if eta is not None else '–'}"]
+        if self.best_val:
+            items.append(f"best val {self.best_val[0]:.4f} (step {self.best_val[1]:,})")
+        return [Content(item) if isinstance(item, str) else item for item in items]
+
+    def lines(self, width: int) -> list[Content]:
+        lines = pack(self.items(), width)
         if self.error:
-            lines.append(Content.assemble((self.error, "$error")))
-        self.update(Content("\n").join(lines))
+            lines += Content.styled(self.error, "$text-error").wrap(width)
+        return lines
+
+    def render(self) -> Content:
+        return Content("\n").join(self.lines(self.content_region.width))
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self.lines(width)) if width else 0
+
+    def _changed(self) -> None:
+        # Only a change in the number of lines needs the (costlier) layout pass.
+        height = len(self.lines(self.content_region.width)) if self.content_region.width else 0
+        self.refresh(layout=height != self._height)
+        self._height = height

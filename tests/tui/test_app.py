@@ -187,5 +187,5 @@ async def test_the_layout_fits_80_by_24(make_app):
             assert region.area > 0 and screen.contains_region(region), widget.__name__
         assert app.query_one(LossChart).size.height >= 10
         text = screen_text(app)
-        assert "tok/s" in text and "params" in text  # the status lines are not cut off
+        assert "tok/s" in text and "parameters · cpu" in text  # the status lines are not cut off
         assert "Resume" in text.splitlines()[-1]  # the footer

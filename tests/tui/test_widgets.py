@@ -1,12 +1,14 @@
 """The panels' own logic: thinning long loss histories, showing model output safely, and bad flags."""
 
 import pytest
+from textual.content import Content
 
 from core.events import Evaluated
 from minigpt_tui import cli
 from minigpt_tui.widgets import LossChart
 from minigpt_tui.widgets.loss_chart import downsample
 from minigpt_tui.widgets.samples_log import printable
+from minigpt_tui.widgets.status_bar import pack
 
 
 def test_downsampling_keeps_about_two_points_per_column_and_the_ends():
@@ -36,6 +38,16 @@ def test_control_characters_in_model_output_are_shown_not_obeyed():
     assert printable("two\nlines\tand a tab, [bold]markup[/] kept as text") == (
         "two\nlines\tand a tab, [bold]markup[/] kept as text"
     )
+
+
+def test_the_status_lines_break_between_figures_never_inside_one():
+    items = [Content("● running"), Content("epoch 3/10"), Content("global step 1,234"), Content("9.9k tok/s")]
+    assert [line.plain for line in pack(items, width=24)] == [
+        "● running  epoch 3/10",
+        "global step 1,234",
+        "9.9k tok/s",
+    ]
+    assert [line.plain for line in pack(items, width=80)] == ["● running  epoch 3/10  global step 1,234  9.9k tok/s"]
 
 
 @pytest.mark.parametrize(
