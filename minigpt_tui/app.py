@@ -122,8 +122,6 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
             return None if not self.training or self.control.stop_requested else not self.pause_requested
         if action == "resume":
             return self.pause_requested and not self.control.stop_requested
-        if action in ("save_checkpoint", "stop_training"):
-            return self.training or None
         return True
 
     # Training events, delivered by training.EventForwarder.
@@ -203,17 +201,20 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     def action_save_checkpoint(self) -> None:
         if not self.training:
-            self.notify(f"Training has ended; its checkpoint is {self.outputs.checkpoint}", markup=False)
+            saved = isinstance(self.result, events.Finished) and self.result.outputs.get("checkpoint")
+            self.notify(f"Training has ended; its checkpoint is {saved}" if saved else "Training has ended.")
             return
         self.checkpoint_requested = True
         self.control.request_checkpoint()
         self.notify("Saving a checkpoint at the next step boundary…")
 
     def action_stop_training(self) -> None:
-        if self.training and not self.control.stop_requested:
+        if not self.training:
+            self.notify("Training has already ended.")
+        elif not self.control.stop_requested:
             self.control.stop()
             self.notify("Stopping after the current step; then saving checkpoint, metrics and plot…")
-        self.show_state()
+            self.show_state()
 
     async def action_quit(self) -> None:
         if not self.training:

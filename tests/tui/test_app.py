@@ -107,6 +107,16 @@ async def test_quitting_mid_training_saves_a_loadable_checkpoint(make_app):
     assert checkpoint["progress"]["global_step"] == result.global_step >= 3
 
 
+async def test_quitting_while_paused_stops_without_resuming(make_app):
+    app = make_app(paused=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.state() == "paused", "the run to pause")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_value is not None, "the app to exit")
+    assert app.return_value.global_step == 0
+    assert Path(app.return_value.outputs["checkpoint"]).is_file()
+
+
 async def test_ctrl_c_quits_too(make_app):
     app = make_app(**LONG_RUN)
     async with app.run_test() as pilot:
