@@ -110,6 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     args.train_flags = ["--preset", args.preset, "--epochs", str(args.epochs), "--device", "cpu"]
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tui_out, headless_out = Path(tmp) / "tui", Path(tmp) / "headless"
         latencies = sorted(measure_latency(args, tui_out))
@@ -124,6 +125,8 @@ def main() -> None:
     ms = [1000 * t for t in latencies]
     p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
     print(f"{args.preset}, {steps} steps, {os.cpu_count()} CPUs, {args.cols}x{args.rows} terminal")
+    # Other work on the machine skews both figures: the load average says how busy it was.
+    print(f"load average (1 min) before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
     print(f"keypress-to-screen latency over {len(ms)} presses while training:")
     print(f"  p50 {statistics.median(ms):.1f} ms, p95 {p95:.1f} ms, max {ms[-1]:.1f} ms")
     print(f"training tokens/s: TUI {tui_speed:.1f}, headless {headless_speed:.1f} ({tui_speed / headless_speed:.1%})")

@@ -79,6 +79,10 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
                 yield SamplesLog(id="samples")
         yield Footer()
 
+    def get_system_commands(self, screen):
+        # Textual's own "Quit" would stand beside ours (commands.py), which says what quitting does here.
+        return (command for command in super().get_system_commands(screen) if command.title != "Quit")
+
     def on_mount(self) -> None:
         self.show_title()
         start_training(self, self.model_cfg, self.train_cfg, self.control)

@@ -1,5 +1,7 @@
 """The app's own entries in the command palette (ctrl+p)."""
 
+import functools
+
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 
@@ -17,10 +19,7 @@ class TrainingCommands(Provider):
         ]
 
     def _run(self, action: str):
-        async def run() -> None:
-            await self.app.run_action(action)
-
-        return run
+        return functools.partial(self.app.run_action, action)
 
     async def discover(self) -> Hits:
         for name, action, help in self._commands():
