@@ -104,11 +104,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="gpt2-124m")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--presses", type=int, default=40)
     parser.add_argument("--cols", type=int, default=100)
     parser.add_argument("--rows", type=int, default=30)
     args = parser.parse_args()
-    args.train_flags = ["--preset", args.preset, "--epochs", str(args.epochs), "--device", "cpu"]
+    args.train_flags = ["--preset", args.preset, "--epochs", str(args.epochs), "--device", args.device]
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +125,8 @@ def main() -> None:
 
     ms = [1000 * t for t in latencies]
     p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
-    print(f"{args.preset}, {steps} steps, {os.cpu_count()} CPUs, {args.cols}x{args.rows} terminal")
+    cpus = len(os.sched_getaffinity(0))
+    print(f"{args.preset} on {args.device}, {steps} steps, {cpus} CPUs, {args.cols}x{args.rows} terminal")
     # Other work on the machine skews both figures: the load average says how busy it was.
     print(f"load average (1 min) before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
     print(f"keypress-to-screen latency over {len(ms)} presses while training:")
