@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]  # run this checkout's code, whatever the current directory
 MARKERS = {True: b"log scale", False: b"linear scale"}  # the chart's border after each press of `l`
 
 
@@ -37,7 +38,7 @@ class Terminal:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         env = {k: v for k, v in os.environ.items() if k != "COLORTERM"} | {"TERM": "xterm-256color"}
         self.proc = subprocess.Popen(
-            argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO, start_new_session=True, close_fds=True
         )
         os.close(slave)
         self.fd = master
@@ -119,6 +120,7 @@ def main() -> None:
             [sys.executable, "-m", "minigpt_tui.cli", "train", *args.train_flags, "--out", str(headless_out)],
             check=True,
             stdout=subprocess.DEVNULL,
+            cwd=REPO,
         )
         tui_speed, steps = training_speed(tui_out)
         headless_speed, _ = training_speed(headless_out)
