@@ -1,7 +1,12 @@
 """The training app: wires the panels to a training run on a worker thread. The panels live in `widgets/`,
 the styles in `app.tcss`, the command palette's entries in `commands.py`."""
 
+import asyncio
+import contextlib
 import functools
+import os
+import signal
+import threading
 from pathlib import Path
 
 from textual import on, work
@@ -62,6 +67,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.sub_title = preset_name
         self.outputs = RunOutputs(train_cfg.out_dir)
         self.control = TrainingControl()
+        self.training_ended = threading.Event()  # set on the training thread once the run has written its files
         self.history: list[dict] = []  # metrics records, for saving the plot
         self.steps_per_epoch = 0
         self.trainer_state = "starting"  # what the training thread last reported: starting, running, paused
@@ -85,7 +91,27 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     def on_mount(self) -> None:
         self.show_title()
-        start_training(self, self.model_cfg, self.train_cfg, self.control)
+        start_training(self, self.model_cfg, self.train_cfg, self.control, self.training_ended)
+        if not self.is_headless:  # a real terminal, not App.run_test()
+            self.quit_on_hangup()
+
+    def quit_on_hangup(self) -> None:
+        """A kill (SIGTERM) quits as `q` does; a closed terminal (SIGHUP: a dropped SSH connection) too, see below."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, AttributeError):  # Windows has neither signal handlers nor SIGHUP
+            loop.add_signal_handler(signal.SIGTERM, self.call_later, self.action_quit)
+            loop.add_signal_handler(signal.SIGHUP, self.hang_up)
+
+    def hang_up(self) -> None:
+        """The terminal has gone: nothing can be drawn any more, and Textual's shutdown would block writing to
+        it. Stop training, wait (on a thread) until the run has written its files, then leave at once."""
+        self.control.stop()
+
+        def leave_once_saved() -> None:
+            self.training_ended.wait()
+            os._exit(128 + signal.SIGHUP)
+
+        threading.Thread(target=leave_once_saved, daemon=True).start()
 
     def show_title(self, *details: str) -> None:
         self.query_one("#run").border_title = " · ".join(filter(None, [self.title, self.sub_title, *details]))

@@ -1,6 +1,7 @@
 """Runs core's TrainingRun on a Textual thread worker and turns its events into messages for the app."""
 
 import contextlib
+import threading
 import time
 
 from textual.message_pump import MessagePump
@@ -48,9 +49,10 @@ class EventForwarder:
 
 
 def start_training(
-    app, model_cfg: GPTConfig, train_cfg: TrainConfig, control: TrainingControl
+    app, model_cfg: GPTConfig, train_cfg: TrainConfig, control: TrainingControl, ended: threading.Event
 ) -> Worker[Finished | Failed]:
-    """Start the run on a thread worker. It ends with a Finished or Failed message, whatever happens."""
+    """Start the run on a thread worker. It ends with a Finished or Failed message, whatever happens, and
+    sets `ended` once the run has written its files (for when the app's own loop can no longer tell)."""
     forward = EventForwarder(app)
 
     def train() -> Finished | Failed:
@@ -60,5 +62,7 @@ def start_training(
             failed = Failed(f"training crashed: {type(e).__name__}: {e}")
             forward(failed)
             return failed
+        finally:
+            ended.set()
 
     return app.run_worker(train, name="training", thread=True, exit_on_error=False)
