@@ -11,6 +11,9 @@ from minigpt_tui.widgets import LossChart, RunProgress, SamplesLog, StatusBar
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LONG_RUN = {"epochs": 1000}  # runs until the test stops it
+AN_EVALUATION = events.Evaluated(
+    epoch=1, step=2, global_step=2, tokens_seen=128, train_loss=10.9, val_loss=10.95, elapsed_s=0.5
+)
 
 
 def global_step(app) -> int:
@@ -50,7 +53,7 @@ async def test_p_pauses_at_a_step_boundary_and_resumes(make_app):
         assert app.active_bindings["p"].binding.description == "Pause"
 
 
-async def test_s_saves_the_loss_plot_and_says_where(make_app, tmp_path):
+async def test_s_saves_the_loss_plot_and_says_where(make_app):
     app = make_app(**LONG_RUN)
     async with app.run_test() as pilot:
         notes = record_notifications(app)
@@ -67,11 +70,11 @@ async def test_s_saves_the_loss_plot_and_says_where(make_app, tmp_path):
 
 
 async def test_the_command_palette_saves_the_loss_plot(make_app):
-    app = make_app(**LONG_RUN)
+    app = make_app(paused=True)  # a paused run lets Pilot type quickly
     async with app.run_test() as pilot:
-        await wait_for(pilot, lambda: app.history, "the first evaluation")
-        await pilot.press("p")  # a paused run lets Pilot type quickly
-        await wait_for(pilot, lambda: app.state() == "paused", "the run to pause")
+        await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
+        app.post_message(messages.Evaluated(AN_EVALUATION))
+        await wait_for(pilot, lambda: app.history, "the evaluation")
         notes = record_notifications(app)
         await pilot.press("ctrl+p", *"loss plot")
         await pilot.pause(0.2)  # the palette searches in the background
@@ -83,15 +86,17 @@ async def test_the_command_palette_saves_the_loss_plot(make_app):
 
 
 async def test_a_failed_plot_save_is_a_notification(make_app, tmp_path):
-    app = make_app(**LONG_RUN)
+    app = make_app(paused=True)
     async with app.run_test() as pilot:
-        await wait_for(pilot, lambda: app.history, "the first evaluation")
+        await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
+        app.post_message(messages.Evaluated(AN_EVALUATION))
+        await wait_for(pilot, lambda: app.history, "the evaluation")
         notes = record_notifications(app)
         app.outputs.plot = tmp_path / "no such directory" / "loss_plot.png"
         await pilot.press("s")
         await wait_for(pilot, lambda: notes, "the save to fail")
         assert "No such file or directory" in notes[0]
-        assert app.is_running and app.state() == "running"
+        assert app.is_running and app.state() == "paused"
 
 
 async def test_quitting_mid_training_saves_a_loadable_checkpoint(make_app):
