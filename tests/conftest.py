@@ -1,7 +1,11 @@
+from dataclasses import replace
+
 import pytest
 
 from core.config import TrainConfig, preset
 from core.data import read_corpus
+
+QUICK = TrainConfig(eval_freq=5, eval_batches=2, lr=1e-3, device="cpu", sample_tokens=10)
 
 
 @pytest.fixture(scope="session")
@@ -33,28 +37,10 @@ def short_corpus(tmp_path_factory, story):
 @pytest.fixture(scope="session")
 def short_train_cfg(short_corpus, tmp_path_factory):
     """20 steps with dropout on (the tiny preset's drop_rate is 0.1), evaluating and saving every 5."""
-    return TrainConfig(
-        epochs=2,
-        eval_freq=5,
-        eval_batches=2,
-        lr=1e-3,
-        device="cpu",
-        data=str(short_corpus),
-        out_dir=str(tmp_path_factory.mktemp("out") / "run"),
-        sample_tokens=10,
-        save_every=5,
-    )
+    out_dir = tmp_path_factory.mktemp("out") / "run"
+    return replace(QUICK, epochs=2, data=str(short_corpus), out_dir=str(out_dir), save_every=5)
 
 
 @pytest.fixture
 def quick_train_cfg(small_corpus, tmp_path):
-    return TrainConfig(
-        epochs=1,
-        eval_freq=5,
-        eval_batches=2,
-        lr=1e-3,
-        device="cpu",
-        data=str(small_corpus),
-        out_dir=str(tmp_path / "out"),
-        sample_tokens=10,
-    )
+    return replace(QUICK, epochs=1, data=str(small_corpus), out_dir=str(tmp_path / "out"))

@@ -97,16 +97,22 @@ def poison_training_step(monkeypatch, step: int, poison):
     monkeypatch.setattr(core.trainer, "batch_loss", batch_loss)
 
 
+def fail_at_step_7(cfg, out_dir, monkeypatch, poison):
+    """Train until `poison` makes step 7 fail; returns the run, its events and the path of its last.pt."""
+    poison_training_step(monkeypatch, 7, poison)
+    run, events = train(replace(cfg, out_dir=str(out_dir)))
+    assert isinstance(events[-1], Failed)
+    return run, events, out_dir / "last.pt"
+
+
 def nan_gradients(model, loss):
     # sqrt has an infinite slope at 0 and the factor 0 makes its input 0: the loss stays finite, its gradient is 0*inf.
     return loss + (model.tok_emb.weight[0, 0] * 0).sqrt()
 
 
 def test_a_non_finite_gradient_stops_without_touching_the_last_checkpoint(short_train_cfg, tmp_path, monkeypatch):
-    poison_training_step(monkeypatch, 7, nan_gradients)
-    run, events = train(replace(short_train_cfg, out_dir=str(tmp_path)))
-    failed, last = events[-1], tmp_path / "last.pt"
-    assert isinstance(failed, Failed)
+    run, events, last = fail_at_step_7(short_train_cfg, tmp_path, monkeypatch, nan_gradients)
+    failed = events[-1]
     assert failed.message.startswith("the gradient norm became nan at epoch 1, step 7; training stopped before")
     assert f"The last good checkpoint is {last} (global step 5)" in failed.message
     assert f"--resume {last} --lr 0.0005" in failed.message
@@ -120,10 +126,8 @@ def test_out_of_gpu_memory_says_what_to_do_and_leaves_the_run_resumable(short_tr
     def out_of_memory(model, loss):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    poison_training_step(monkeypatch, 7, out_of_memory)
-    _, events = train(replace(short_train_cfg, out_dir=str(tmp_path)))
-    failed, last = events[-1], tmp_path / "last.pt"
-    assert isinstance(failed, Failed)
+    _, events, last = fail_at_step_7(short_train_cfg, tmp_path, monkeypatch, out_of_memory)
+    failed = events[-1]
     assert failed.message.startswith("out of GPU memory: start again with a smaller --batch-size or --context-length")
     assert f"{last} (global step 5), is intact: --resume {last}" in failed.message
 
