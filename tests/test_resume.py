@@ -235,3 +235,10 @@ def test_a_corpus_that_moved_is_asked_for(short_train_cfg, short_corpus, tmp_pat
     )
     (_, cfg), _ = configs_for("--resume", str(ckpt), "--data", str(tmp_path / "moved.txt"))
     assert cfg.data == str(tmp_path / "moved.txt")
+
+
+def test_resuming_into_another_model_shape_is_refused(short_train_cfg, stopped_run, tmp_path):
+    narrower = replace(TINY16, emb_dim=32)
+    _, events = train(replace(short_train_cfg, out_dir=str(tmp_path), resume=str(stopped_run)), model_cfg=narrower)
+    assert isinstance(events[-1], Failed)
+    assert events[-1].message.startswith(f"{stopped_run}: its weights do not fit this model (")
