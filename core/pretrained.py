@@ -205,7 +205,8 @@ def hf_name(ours: str) -> str:
     return f"{HF_MODULES[module]}.{kind}"
 
 
-def _is_conv1d(name: str) -> bool:
+def is_conv1d(name: str) -> bool:
+    """Whether a Hugging Face tensor is a Conv1D weight, stored (in, out): the transpose of nn.Linear's."""
     module, _, kind = name.rpartition(".")
     return kind == "weight" and module.split(".", 2)[-1] in CONV1D
 
@@ -220,7 +221,7 @@ def _check_fit(path: Path, shapes: dict[str, tuple[int, ...]], cfg: GPTConfig) -
     wrong_shape = []
     for name in sorted(shapes.keys() & expected.keys()):
         shape, want = shapes[name], expected[name][1]
-        if _is_conv1d(name):
+        if is_conv1d(name):
             want = want[::-1]
         fits = shape == want or (name == "wpe.weight" and shape[1:] == want[1:] and shape[0] >= want[0])  # crop
         if not fits:
@@ -247,7 +248,7 @@ def _read_weights(path: Path, plan: dict[str, str], cfg: GPTConfig) -> dict[str,
             if name not in plan:
                 continue  # a causal-mask buffer
             tensor = f.get_tensor(key)
-            if _is_conv1d(name):
+            if is_conv1d(name):
                 tensor = tensor.t().contiguous()
             if name == "wpe.weight" and tensor.size(0) > cfg.context_length:
                 tensor = tensor[: cfg.context_length].clone()  # a copy: a view would keep (and save) every row
