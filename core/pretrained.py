@@ -83,6 +83,7 @@ def _download(name: str) -> PretrainedFiles:
     try:
         import huggingface_hub
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+        from huggingface_hub.utils import logging as hub_logging
     except ImportError:
         raise PretrainedError(f"downloading {name} needs the huggingface_hub package: {INSTALL_EXTRA}") from None
     repo = HUB_MODELS[name]
@@ -93,6 +94,8 @@ def _download(name: str) -> PretrainedFiles:
         except LocalEntryNotFoundError:
             return Path(huggingface_hub.hf_hub_download(repo, filename))  # with the hub's progress bar
 
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # offline, its retry warnings (half a minute of them) would bury our error
     try:
         config = fetch("config.json")
         return PretrainedFiles(fetch("model.safetensors"), config)
@@ -105,6 +108,8 @@ def _download(name: str) -> PretrainedFiles:
         raise PretrainedError(
             f"downloading {name} from the Hugging Face Hub failed: {str(e).splitlines()[0]}"
         ) from None
+    finally:
+        hub_logging.set_verbosity(verbosity)
 
 
 def _safe_open(path: Path):
