@@ -49,7 +49,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--preset", choices=list(PRESETS), default="gpt2-124m", help="model size (default: %(default)s)")
     model.add_argument(
         "--init",
-        metavar="NAME|PATH",
+        metavar="WEIGHTS",
         help=f"start from pretrained weights: {', '.join(HUB_MODELS)} (downloaded once), "
         "or a local model.safetensors or its directory",
     )
@@ -57,7 +57,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="default: %(default)s")
     parser.add_argument("--lr", type=positive(float), default=d.lr, help="AdamW learning rate (default: %(default)s)")
     parser.add_argument(
-        "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the preset's)"
+        "--context-length",
+        type=positive(int),
+        metavar="N",
+        help="tokens per window (default: the preset's, or the --init weights')",
     )
     parser.add_argument(
         "--eval-freq", type=positive(int), default=d.eval_freq, metavar="STEPS", help="default: %(default)s"

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights = generate.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", metavar="PATH", help="e.g. results/last.pt")
     weights.add_argument(
-        "--init", metavar="NAME|PATH", help=f"pretrained GPT-2 instead: {', '.join(HUB_MODELS)} or a model.safetensors"
+        "--init", metavar="WEIGHTS", help=f"pretrained GPT-2 instead: {', '.join(HUB_MODELS)} or a model.safetensors"
     )
     generate.add_argument("--max-new-tokens", type=positive(int), default=50, metavar="N", help="default: %(default)s")
     generate.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
