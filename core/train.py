@@ -57,10 +57,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="default: %(default)s")
     parser.add_argument("--lr", type=positive(float), default=d.lr, help="AdamW learning rate (default: %(default)s)")
     parser.add_argument(
-        "--context-length",
-        type=positive(int),
-        metavar="N",
-        help="tokens per window (default: the preset's, or the --init weights')",
+        "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the model's)"
     )
     parser.add_argument(
         "--eval-freq", type=positive(int), default=d.eval_freq, metavar="STEPS", help="default: %(default)s"
