@@ -18,6 +18,7 @@ from core.events import EpochSampled, Evaluated, Failed, Finished
 from core.fileio import atomic_write
 from core.model import GPTModel
 from core.plotting import save_loss_plot
+from core.pretrained import load_pretrained
 from core.trainer import Trainer, TrainingError, make_optimizer
 
 
@@ -103,7 +104,10 @@ class TrainingRun:
             text, self.model_cfg.context_length, cfg.batch_size, cfg.seed, source
         )
         torch.manual_seed(cfg.seed)
-        model = GPTModel(self.model_cfg).to(device)
+        if cfg.init:  # fine-tuning: the model config is already the pretrained one (see pretrained_config)
+            model = load_pretrained(cfg.init, self.model_cfg, device)
+        else:
+            model = GPTModel(self.model_cfg).to(device)
         optimizer = make_optimizer(model, cfg)
         return Trainer(
             model, optimizer, train_loader, val_loader, cfg, device, self._emit, self.control, self.outputs.checkpoint

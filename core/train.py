@@ -8,10 +8,12 @@ import argparse
 import math
 import signal
 import sys
+from dataclasses import replace
 
-from core.config import PRESETS, TrainConfig, preset
+from core.config import PRESETS, GPTConfig, TrainConfig, preset
 from core.control import TrainingControl
 from core.events import EpochSampled, Evaluated, Failed, RunStarted
+from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
 from core.run import TrainingRun, resolve_device
 
 
@@ -43,14 +45,19 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", metavar="PATH", help="UTF-8 text file to train on (default: the bundled data/the-verdict.txt)"
     )
-    parser.add_argument(
-        "--preset", choices=list(PRESETS), default="gpt2-124m", help="model size (default: %(default)s)"
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--preset", choices=list(PRESETS), default="gpt2-124m", help="model size (default: %(default)s)")
+    model.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help=f"start from pretrained weights: {', '.join(HUB_MODELS)} (downloaded once), "
+        "or a local model.safetensors or its directory",
     )
     parser.add_argument("--epochs", type=positive(int), default=d.epochs, help="default: %(default)s")
     parser.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="default: %(default)s")
     parser.add_argument("--lr", type=positive(float), default=d.lr, help="AdamW learning rate (default: %(default)s)")
     parser.add_argument(
-        "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the preset's)"
+        "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the model's)"
     )
     parser.add_argument(
         "--eval-freq", type=positive(int), default=d.eval_freq, metavar="STEPS", help="default: %(default)s"
@@ -68,9 +75,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 
 def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """The model and training configs the flags ask for; impossible requests end the program (exit 2)."""
-    overrides = {"context_length": args.context_length} if args.context_length else {}
-    model_cfg = preset(args.preset, **overrides)
+    """The model and training configs the flags ask for; impossible requests end the program (exit 2),
+    and so do --init weights that cannot be used (exit 1)."""
     train_cfg = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -80,13 +86,38 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         seed=args.seed,
         device=args.device,
         data=args.data,
+        init=args.init,
         out_dir=args.out,
     )
     try:
         resolve_device(args.device)
     except ValueError as e:
         parser.error(str(e))
-    return model_cfg, train_cfg
+    if args.init:  # last, once the other flags are known to be good: this may download the weights
+        return _pretrained_model_config(parser, args.init, args.context_length), train_cfg
+    overrides = {"context_length": args.context_length} if args.context_length else {}
+    return preset(args.preset, **overrides), train_cfg
+
+
+def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context_length: int | None) -> GPTConfig:
+    """The config of the --init weights (downloading them the first time), cropped to --context-length."""
+    try:
+        cfg = pretrained_config(init)
+    except PretrainedError as e:
+        parser.exit(1, f"minigpt-tui: error: {e}\n")
+    if not context_length or context_length == cfg.context_length:
+        return cfg
+    if context_length > cfg.context_length:
+        parser.error(
+            f"--context-length {context_length}: {init} was trained on {cfg.context_length} positions; "
+            "use that many or fewer"
+        )
+    print(
+        f"minigpt-tui: note: {init} was trained on {cfg.context_length} positions; "
+        f"using its first {context_length} (--context-length {context_length})",
+        file=sys.stderr,
+    )
+    return replace(cfg, context_length=context_length)
 
 
 class LogPrinter:
@@ -131,7 +162,8 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, stop_after_step)
-    result = TrainingRun(model_cfg, train_cfg, LogPrinter(preset_name), control).run()
+    model_name = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
+    result = TrainingRun(model_cfg, train_cfg, LogPrinter(model_name), control).run()
     if isinstance(result, Failed):
         print(f"minigpt-tui: error: {result.message}", file=sys.stderr)
         return 1
