@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 123
     device: str = "auto"  # auto = cuda, then mps, then cpu
     data: str | None = None  # corpus file; None = the bundled data/the-verdict.txt
+    init: str | None = None  # pretrained weights to start from (a GPT-2 size or a model.safetensors); None = random
     out_dir: str = "results"
     sample_prompt: str = "Every effort moves you"
     sample_tokens: int = 50

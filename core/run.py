@@ -19,6 +19,7 @@ from core.events import EpochSampled, Evaluated, Failed, Finished
 from core.fileio import atomic_write, remove_leftover_temp_files
 from core.model import GPTModel
 from core.plotting import save_loss_plot
+from core.pretrained import load_pretrained
 from core.trainer import Trainer, TrainingError, make_optimizer
 
 
@@ -134,7 +135,10 @@ class TrainingRun:
             text, self.model_cfg.context_length, cfg.batch_size, cfg.seed, source
         )
         torch.manual_seed(cfg.seed)
-        model = GPTModel(self.model_cfg).to(device)
+        if cfg.init and not cfg.resume:  # fine-tuning: the model config is the pretrained one (pretrained_config)
+            model = load_pretrained(cfg.init, self.model_cfg, device)
+        else:
+            model = GPTModel(self.model_cfg).to(device)
         optimizer = make_optimizer(model, cfg)
         trainer = Trainer(
             model,

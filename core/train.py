@@ -14,9 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.checkpoint import CheckpointError, load_checkpoint, model_config_from, train_config_from
-from core.config import KEPT_ON_RESUME, PRESETS, TrainConfig, preset, preset_name
+from core.config import KEPT_ON_RESUME, PRESETS, GPTConfig, TrainConfig, preset, preset_name
 from core.control import TrainingControl
 from core.events import EpochSampled, Evaluated, Failed, RunStarted
+from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
 from core.run import TrainingRun, resolve_device
 
 DEFAULT_PRESET = "gpt2-124m"
@@ -56,12 +57,19 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", metavar="PATH", help="UTF-8 text file to train on (default: the bundled data/the-verdict.txt)"
     )
-    parser.add_argument("--preset", choices=list(PRESETS), help=f"model size (default: {DEFAULT_PRESET})")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--preset", choices=list(PRESETS), help=f"model size (default: {DEFAULT_PRESET})")
+    model.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help=f"start from pretrained weights: {', '.join(HUB_MODELS)} (downloaded once), "
+        "or a local model.safetensors or its directory",
+    )
     parser.add_argument("--epochs", type=positive(int), help=f"default: {d.epochs}")
     parser.add_argument("--batch-size", type=positive(int), help=f"default: {d.batch_size}")
     parser.add_argument("--lr", type=positive(float), help=f"AdamW learning rate (default: {d.lr})")
     parser.add_argument(
-        "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the preset's)"
+        "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the model's)"
     )
     parser.add_argument("--eval-freq", type=positive(int), metavar="STEPS", help=f"default: {d.eval_freq}")
     parser.add_argument("--eval-batches", type=positive(int), metavar="N", help=f"default: {d.eval_batches}")
@@ -85,7 +93,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The model and training configs the flags ask for; impossible requests end the program (exit 2), and so
-    does a --resume checkpoint that cannot be used (exit 1). Sets `args.preset` to the model's preset name."""
+    do a --resume checkpoint or --init weights that cannot be used (exit 1). Sets `args.preset` to the model's
+    preset name."""
     given = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -95,22 +104,50 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "seed": args.seed,
         "device": args.device,
         "data": args.data,
+        "init": args.init,
         "out_dir": args.out,
         "save_every": args.save_every,
         "resume": args.resume,
     }
     given = {name: value for name, value in given.items() if value is not None}
+    if args.resume and args.init:
+        parser.error("--init with --resume: a resumed run continues from its checkpoint's weights")
     if args.resume:
         model_cfg, train_cfg = _resumed_configs(parser, args, given)
     else:
-        args.preset = args.preset or DEFAULT_PRESET
-        overrides = {"context_length": args.context_length} if args.context_length else {}
-        model_cfg, train_cfg = preset(args.preset, **overrides), TrainConfig(**given)
+        train_cfg = TrainConfig(**given)
     try:
         resolve_device(train_cfg.device)
     except ValueError as e:
         parser.error(str(e))
-    return model_cfg, train_cfg
+    if args.resume:
+        return model_cfg, train_cfg
+    if args.init:  # last, once the other flags are known to be good: this may download the weights
+        return _pretrained_model_config(parser, args.init, args.context_length), train_cfg
+    args.preset = args.preset or DEFAULT_PRESET
+    overrides = {"context_length": args.context_length} if args.context_length else {}
+    return preset(args.preset, **overrides), train_cfg
+
+
+def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context_length: int | None) -> GPTConfig:
+    """The config of the --init weights (downloading them the first time), cropped to --context-length."""
+    try:
+        cfg = pretrained_config(init)
+    except PretrainedError as e:
+        parser.exit(1, f"minigpt-tui: error: {e}\n")
+    if not context_length or context_length == cfg.context_length:
+        return cfg
+    if context_length > cfg.context_length:
+        parser.error(
+            f"--context-length {context_length}: {init} was trained on {cfg.context_length} positions; "
+            "use that many or fewer"
+        )
+    print(
+        f"minigpt-tui: note: {init} was trained on {cfg.context_length} positions; "
+        f"using its first {context_length} (--context-length {context_length})",
+        file=sys.stderr,
+    )
+    return replace(cfg, context_length=context_length)
 
 
 def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict):
@@ -213,8 +250,9 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
         say("\nStopping after the current step and saving (press Ctrl+C again to abort)...", sys.stderr)
 
     previous = {sig: signal.signal(sig, stop_after_step) for sig in STOP_SIGNALS}
+    model_name = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
     try:
-        result = TrainingRun(model_cfg, train_cfg, LogPrinter(preset_name), control).run()
+        result = TrainingRun(model_cfg, train_cfg, LogPrinter(model_name), control).run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
