@@ -6,6 +6,7 @@ import sys
 from core.checkpoint import CheckpointError, load_model
 from core.events import Failed, Finished
 from core.generate import generate_text_simple
+from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import resolve_device
 from core.tokenizer import END_OF_TEXT, text_to_token_ids, token_ids_to_text
 from core.train import add_training_args, configs_from_args, positive, run_headless
@@ -19,9 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
     train = commands.add_parser("train", help="train without the UI, printing the log")
     add_training_args(train)
-    generate = commands.add_parser("generate", help="continue a prompt with a trained checkpoint")
+    generate = commands.add_parser("generate", help="continue a prompt with a checkpoint or GPT-2's weights")
     generate.add_argument("prompt", help="text to continue")
-    generate.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. results/last.pt")
+    weights = generate.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", metavar="PATH", help="e.g. results/last.pt")
+    weights.add_argument(
+        "--init", metavar="WEIGHTS", help=f"pretrained GPT-2 instead: {', '.join(HUB_MODELS)} or a model.safetensors"
+    )
     generate.add_argument("--max-new-tokens", type=positive(int), default=50, metavar="N", help="default: %(default)s")
     generate.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return parser
@@ -33,8 +38,8 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     except ValueError as e:
         parser.error(str(e))
     try:
-        model, _ = load_model(args.checkpoint, device)
-    except CheckpointError as e:
+        model = load_pretrained(args.init, device=device) if args.init else load_model(args.checkpoint, device)[0]
+    except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
     # With no prompt, start from <|endoftext|>, the way GPT-2 begins a new document.
