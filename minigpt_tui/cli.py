@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from core.checkpoint import CheckpointError, load_model
+from core.distributed import from_environment
 from core.events import Failed, Finished
 from core.generate import generate_text_simple
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "generate":
         return generate_main(parser, args)
+    if args.command is None and from_environment().enabled:
+        parser.error("the training app is one process; under torchrun, use `minigpt-tui train`")
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
         return run_headless(args.preset, model_cfg, train_cfg)

@@ -1,11 +1,16 @@
 """Corpus directories and large corpora: read as documents, tokenized once into the token cache, trained from it."""
 
 import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from helpers import of, train
 
+import core.data
 import core.token_cache
 from core.data import CorpusError, corpus_files, read_corpus
+from core.events import Finished, RunStarted, StepDone, Tokenizing
 from core.token_cache import cache_path, load_tokens, tokenize_files
 from core.tokenizer import END_OF_TEXT, encode
 
@@ -87,3 +92,26 @@ def test_a_bad_file_is_named_with_the_offset_of_the_bad_byte_when_tokenizing(tmp
     with pytest.raises(CorpusError, match="b.txt: looks like a binary file"):
         tokenize_files([tmp_path / "b.txt"], tmp_path / "out.bin")
     assert not list(tmp_path.glob("*out.bin*"))  # no cache file, not even a partial one
+
+
+def test_a_large_corpus_trains_from_the_cache_and_resumes_exactly(short_train_cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(core.data, "LARGE_CORPUS_BYTES", 0)  # the short story counts as large here
+    cfg = replace(short_train_cfg, token_cache=str(tmp_path / "cache"), out_dir=str(tmp_path / "whole"), max_steps=15)
+    _, whole = train(cfg)
+    tokenized = of(whole, Tokenizing)
+    assert tokenized[-1].done_bytes == tokenized[-1].total_bytes and tokenized[-1].tokens > 300
+    assert of(whole, RunStarted)[0].steps_per_epoch == 10  # one pass worth of windows: 20 of 16 tokens, 2 a step
+    cache_file = Path(tokenized[-1].cache_path)
+    assert cache_file.parent == tmp_path / "cache"
+    written_at = cache_file.stat().st_mtime_ns
+
+    # --max-steps ends the run mid-epoch, and the run continues from there as if it had never stopped.
+    part = replace(cfg, max_steps=13, out_dir=str(tmp_path / "part"))
+    _, first = train(part)
+    assert len(of(first, Tokenizing)) == 1  # only the final report: the tokens came from the cache
+    assert cache_file.stat().st_mtime_ns == written_at
+    assert isinstance(first[-1], Finished) and first[-1].completed
+    assert (first[-1].epoch, first[-1].step, first[-1].global_step) == (2, 3, 13)
+    _, rest = train(replace(part, max_steps=15, resume=str(tmp_path / "part" / "last.pt")))
+    losses = [e.loss for e in of(first, StepDone) + of(rest, StepDone)]
+    assert losses == [e.loss for e in of(whole, StepDone)]
