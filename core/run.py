@@ -191,7 +191,8 @@ class TrainingRun:
         def report(done_bytes: int, total_bytes: int, tokens: int) -> None:
             if self.control.stop_requested:
                 raise TrainingError(f"stopped while tokenizing {source}; nothing was trained, and nothing cached")
-            self._emit(Tokenizing(source, done_bytes, total_bytes, tokens, str(path)))
+            if done_bytes < total_bytes:  # the last report comes below, once the tokens are there
+                self._emit(Tokenizing(source, done_bytes, total_bytes, tokens, str(path)))
 
         if self.dist.local_rank == 0 and not path.exists():
             try:
