@@ -384,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.train", description="Train the model headless.")
     add_training_args(parser)
     args = parser.parse_args(argv)
-    return run_headless(args.preset, *configs_from_args(parser, args))
+    model_cfg, train_cfg = configs_from_args(parser, args)  # first: it settles args.preset
+    return run_headless(args.preset, model_cfg, train_cfg)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import core.train
 from core.checkpoint import load_model
 from core.events import RunStarted, Tokenizing
 from core.train import LogPrinter
@@ -94,6 +95,14 @@ def test_the_app_is_refused_under_torchrun_and_pointed_to_train(capsys, monkeypa
         main(["--preset", "tiny"])
     assert exit_.value.code == 2
     assert "under torchrun, use `minigpt-tui train`" in capsys.readouterr().err
+
+
+def test_python_m_core_train_names_the_model_it_trains(monkeypatch):
+    """`python -m core.train` is what torchrun starts: its log names the preset, also when it is the default."""
+    names = []
+    monkeypatch.setattr(core.train, "run_headless", lambda name, model_cfg, train_cfg: names.append(name) or 0)
+    assert core.train.main(["--device", "cpu"]) == 0
+    assert names == ["gpt2-124m"]
 
 
 class Terminal(io.StringIO):
