@@ -110,7 +110,7 @@ def _file_pieces(path: Path) -> Iterator[tuple[str, int]]:
     """One file's text in pieces cut at SAFE_CUT points, with the bytes of the file read so far; a CorpusError
     naming the file if it is binary or not UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    text, read, searched = "", 0, CHUNK_CHARS
+    text, read, searched, at_start = "", 0, CHUNK_CHARS, True
     with _open(path) as f:
         while True:
             block = f.read(READ_BYTES)
@@ -122,8 +122,8 @@ def _file_pieces(path: Path) -> Iterator[tuple[str, int]]:
             except UnicodeDecodeError as e:
                 offset = read - buffered + e.start
                 raise CorpusError(f"{path}: is not UTF-8 text (invalid byte at offset {offset})") from None
-            if read == 0:
-                text = text.removeprefix("\ufeff")  # a byte order mark is not text
+            if at_start and text:
+                text, at_start = text.removeprefix("\ufeff"), False  # a byte order mark is not text
             read += len(block)
             while len(text) > CHUNK_CHARS and (cut := SAFE_CUT.search(text, searched)):
                 yield text[: cut.start()], read

@@ -38,7 +38,7 @@ def test_a_directory_is_its_txt_files_in_path_order_separated_by_endoftext(corpu
 
 def test_cached_tokens_are_those_of_the_whole_text_however_it_is_read_in_pieces(corpus_dir, tmp_path, monkeypatch):
     # Pieces far smaller than the files: cut inside lines, inside multi-byte characters, inside the BOM.
-    monkeypatch.setattr(core.token_cache, "READ_BYTES", 37)
+    monkeypatch.setattr(core.token_cache, "READ_BYTES", 2)
     monkeypatch.setattr(core.token_cache, "CHUNK_CHARS", 50)
     progress = []
     count = tokenize_files(corpus_files(corpus_dir), tmp_path / "tokens.bin", lambda *p: progress.append(p), threads=2)
