@@ -107,7 +107,8 @@ class Trainer:
                 if self.global_step % self.cfg.eval_freq == 0:
                     self._evaluate()
             self._sample()
-            self.epoch, self.step = self.epoch + 1, 0
+            with self.weights_lock:  # so a reader never sees the new epoch with the old epoch's step count
+                self.epoch, self.step = self.epoch + 1, 0
         return True
 
     def _may_continue(self) -> bool:

@@ -1,0 +1,107 @@
+"""Copying the latest weights for the chat while training updates them on another thread."""
+
+import threading
+import time
+from dataclasses import replace
+
+import torch
+
+from core.checkpoint import load_model
+from core.data import create_dataloaders
+from core.events import StateChanged, StepDone
+from core.model import GPTModel
+from core.snapshot import WeightsVersion, copy_weights, inference_model, snapshot
+from core.trainer import Trainer, make_optimizer
+
+
+class OneParameterAtATime:
+    """A fake optimizer whose step k sets every parameter to k, one parameter after another with a pause
+    in between: a reader that copies without waiting for the step to end gets a mix of k - 1 and k."""
+
+    def __init__(self, model):
+        self.params = list(model.parameters())
+        self.k = 0
+
+    def zero_grad(self, set_to_none=True):
+        pass
+
+    @torch.no_grad()
+    def step(self):
+        self.k += 1
+        for p in self.params:
+            p.fill_(self.k)
+            time.sleep(0.002)
+
+
+def make_trainer(cfg, train_cfg, story, optimizer=None, on_event=lambda event: None, control=None):
+    torch.manual_seed(0)
+    model = GPTModel(cfg)
+    train_loader, val_loader = create_dataloaders(story[:6000], cfg.context_length, train_cfg.batch_size, 123)
+    optimizer = optimizer(model) if optimizer else make_optimizer(model, train_cfg)
+    return Trainer(model, optimizer, train_loader, val_loader, train_cfg, torch.device("cpu"), on_event, control)
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_a_snapshot_never_holds_half_updated_weights(tiny_cfg, quick_train_cfg, story):
+    trainer = make_trainer(tiny_cfg, replace(quick_train_cfg, eval_freq=100), story, OneParameterAtATime)
+    initial = {name: t.clone() for name, t in trainer.model.state_dict().items()}
+    into = inference_model(tiny_cfg)
+    training = threading.Thread(target=trainer.run)
+    training.start()
+    seen, torn = set(), []
+    while training.is_alive():
+        version = snapshot(trainer, into)
+        k = version.global_step
+        expected = initial if k == 0 else {name: torch.full_like(t, k) for name, t in initial.items()}
+        if not all(torch.equal(t, expected[name]) for name, t in into.state_dict().items()):
+            torn.append(k)
+        seen.add(k)
+    training.join()
+    assert torn == []
+    assert len(seen - {0}) >= 5  # snapshots really were taken all through training
+    assert snapshot(trainer, into) == WeightsVersion(epoch=1, step=0, global_step=20)
+
+
+def test_snapshots_before_while_paused_and_after_training(tiny_cfg, quick_train_cfg, story, tmp_path):
+    now_paused = threading.Event()
+
+    def pause_after_step_3(event):
+        if isinstance(event, StepDone) and event.global_step == 3:
+            trainer.control.pause()
+        if isinstance(event, StateChanged) and event.state == "paused":
+            now_paused.set()
+
+    trainer = make_trainer(tiny_cfg, replace(quick_train_cfg, eval_freq=100), story, on_event=pause_after_step_3)
+    into = inference_model(tiny_cfg)
+
+    before = snapshot(trainer, into)
+    assert before == WeightsVersion(0, 0, 0) and str(before) == "untrained weights"
+    assert same_weights(into, trainer.model)
+
+    training = threading.Thread(target=trainer.run)
+    training.start()
+    assert now_paused.wait(timeout=60)
+    paused = snapshot(trainer, into)  # returns while the trainer waits: the lock is not held during a pause
+    assert paused == WeightsVersion(0, 3, 3) and str(paused) == "epoch 1, step 3 (step 3 overall)"
+    assert same_weights(into, trainer.model)
+    assert not same_weights(into, make_trainer(tiny_cfg, quick_train_cfg, story).model)  # trained, not initial
+
+    trainer.control.resume()
+    training.join(timeout=120)
+    after = snapshot(trainer, into)
+    assert after == WeightsVersion(1, 0, 20) and str(after) == "end of epoch 1 (step 20)"
+    assert same_weights(into, trainer.model)
+    assert not into.training and not any(p.requires_grad for p in into.parameters())
+
+    trainer.save_checkpoint(tmp_path / "last.pt")
+    model, ckpt = load_model(tmp_path / "last.pt")
+    assert WeightsVersion.from_progress(ckpt["progress"]) == after
+    copy_weights(model, into)  # no trainer: chat from a checkpoint's model
+    assert same_weights(into, trainer.model)
+
+
+def test_a_checkpoint_without_progress_is_untrained_weights():
+    assert WeightsVersion.from_progress(None) == WeightsVersion(0, 0, 0)
