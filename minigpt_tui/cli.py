@@ -4,9 +4,9 @@ import argparse
 import sys
 
 from core.checkpoint import CheckpointError, load_model
-from core.generate import generate_text_simple
+from core.generate import check_sampling, generate, prepare_prompt
 from core.run import resolve_device
-from core.tokenizer import END_OF_TEXT, text_to_token_ids, token_ids_to_text
+from core.tokenizer import decode_stream, encode
 from core.train import add_training_args, configs_from_args, positive, run_headless
 
 
@@ -22,12 +22,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt", help="text to continue")
     generate.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. results/last.pt")
     generate.add_argument("--max-new-tokens", type=positive(int), default=50, metavar="N", help="default: %(default)s")
+    generate.add_argument(
+        "--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default); higher = more random"
+    )
+    generate.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
+    generate.add_argument(
+        "--top-p", type=float, metavar="P", help="sample only from the most likely tokens that add up to P (0 < P <= 1)"
+    )
+    generate.add_argument("--seed", type=int, help="makes sampling reproducible")
     generate.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return parser
 
 
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
+        check_sampling(args.temperature, args.top_k, args.top_p)
         device = resolve_device(args.device)
     except ValueError as e:
         parser.error(str(e))
@@ -36,10 +45,22 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     except CheckpointError as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
-    # With no prompt, start from <|endoftext|>, the way GPT-2 begins a new document.
-    prompt_ids = text_to_token_ids(args.prompt or END_OF_TEXT).to(device)
-    new_ids = generate_text_simple(model, prompt_ids, args.max_new_tokens, model.cfg.context_length)
-    print(args.prompt + token_ids_to_text(new_ids))
+    context_length = model.cfg.context_length
+    prompt_ids, cropped = prepare_prompt(encode(args.prompt), context_length)
+    if cropped:
+        print(
+            f"minigpt-tui: note: the prompt is longer than the model's context; using its last {context_length} tokens",
+            file=sys.stderr,
+        )
+    new_ids = generate(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+    print(args.prompt, end="", flush=True)
+    try:
+        for piece in decode_stream(new_ids):
+            print(piece, end="", flush=True)  # each piece as soon as it is generated
+    except KeyboardInterrupt:
+        print()
+        return 130
+    print()
     return 0
 
 
