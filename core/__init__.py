@@ -4,7 +4,7 @@ Nothing here knows about the terminal UI; the seed notebook's helpers are import
 """
 
 from core.config import PRESETS, GPTConfig, TrainConfig
-from core.generate import generate, generate_text_simple
+from core.generate import generate_text_simple
 from core.model import GPTModel
 from core.tokenizer import gpt2_tokenizer, text_to_token_ids, token_ids_to_text
 
@@ -13,7 +13,6 @@ __all__ = [
     "GPTConfig",
     "GPTModel",
     "TrainConfig",
-    "generate",
     "generate_text_simple",
     "gpt2_tokenizer",
     "text_to_token_ids",
