@@ -129,7 +129,7 @@ def _pick(logits: torch.Tensor, temperature: float, top_k, top_p, generator: tor
     if top_k is not None:
         kth_largest = torch.topk(logits, min(top_k, logits.size(0))).values[-1]
         logits = logits.masked_fill(logits < kth_largest, -math.inf)
-    if top_p is not None:
+    if top_p is not None and top_p < 1:
         sorted_logits, order = logits.sort(descending=True)
         probs = sorted_logits.softmax(dim=0)
         # Drop a token once the more likely tokens before it already add up to top_p (the first always stays).

@@ -57,7 +57,8 @@ def snapshot(trainer: Trainer, into: GPTModel) -> WeightsVersion:
     """Copy the trainer's weights of its latest completed optimizer step into `into`, and say which step.
 
     Works at any time: before training starts (the initial weights), during a step (waits for it to finish),
-    while paused, and after training ended. The trainer waits at most for this copy.
+    while paused, and after training ended. The trainer waits at most for this copy. Take it between replies:
+    close or finish a `generate` running on `into` first, or that reply would switch weights halfway.
     """
     with trainer.weights_lock:
         copy_weights(trainer.model, into)
