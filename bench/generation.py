@@ -5,7 +5,8 @@
 
 The model is randomly initialised: speed does not depend on what the weights are, and the benchmark needs no
 checkpoint. Each method first runs once to warm up (not timed); then time to first token is the median of
-`--repeats` one-token runs and throughput the median of `--repeats` full runs, all in this one process. The
+`--repeats` one-token runs and throughput the median of `--repeats` full runs, all in this one process, the
+methods taking turns. The
 cache only helps up to the context length: past it, every token re-prefills the window (see core/generate.py),
 so `--new-tokens` beyond the context measures that regime.
 
@@ -52,18 +53,28 @@ def timed(method, model, prompt, n_tokens) -> tuple[float, list[int]]:
     return time.perf_counter() - start, tokens
 
 
-def measure(method, model, prompt, n_tokens: int, repeats: int) -> dict:
-    timed(method, model, prompt, min(n_tokens, 5))  # warm-up
-    first_token_s = statistics.median(timed(method, model, prompt, 1)[0] for _ in range(repeats))
-    runs = [timed(method, model, prompt, n_tokens) for _ in range(repeats)]
-    total_s = statistics.median(seconds for seconds, _ in runs)
-    return {
-        "first_token_s": first_token_s,
-        "total_s": total_s,
-        "tokens_per_s": n_tokens / total_s,
-        "runs_s": [seconds for seconds, _ in runs],
-        "tokens": runs[0][1],
-    }
+def measure(model, prompt, n_tokens: int, repeats: int) -> dict[str, dict]:
+    """Each method's figures. Repetitions take turns across methods, so a change in the machine's load
+    during the run weighs on all of them alike."""
+    for method in METHODS.values():
+        timed(method, model, prompt, min(n_tokens, 5))  # warm-up
+    first_token_s = {name: [] for name in METHODS}
+    runs = {name: [] for name in METHODS}
+    for _ in range(repeats):
+        for name, method in METHODS.items():
+            first_token_s[name].append(timed(method, model, prompt, 1)[0])
+            runs[name].append(timed(method, model, prompt, n_tokens))
+    rows = {}
+    for name in METHODS:
+        total_s = statistics.median(seconds for seconds, _ in runs[name])
+        rows[name] = {
+            "first_token_s": statistics.median(first_token_s[name]),
+            "total_s": total_s,
+            "tokens_per_s": n_tokens / total_s,
+            "runs_s": [seconds for seconds, _ in runs[name]],
+            "tokens": runs[name][0][1],
+        }
+    return rows
 
 
 def main() -> None:
@@ -89,7 +100,7 @@ def main() -> None:
         f"median of {args.repeats}; load average at start {load:.2f}\n"
     )
 
-    rows = {name: measure(method, model, prompt, args.new_tokens, args.repeats) for name, method in METHODS.items()}
+    rows = measure(model, prompt, args.new_tokens, args.repeats)
     baseline = rows[BASELINE]
     for row in rows.values():
         row["vs_uncached"] = row["tokens_per_s"] / baseline["tokens_per_s"]
