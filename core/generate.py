@@ -46,7 +46,7 @@ def prepare_prompt(prompt_ids: Sequence[int] | torch.Tensor, context_length: int
     return ids[-context_length:], len(ids) > context_length
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+def check_sampling(temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None) -> None:
     """Raise ValueError, saying what is allowed, for settings `generate` cannot use."""
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be 0 (greedy) or more, got {temperature}")

@@ -10,6 +10,23 @@ from core.tokenizer import decode_stream, encode
 from core.train import add_training_args, configs_from_args, positive, run_headless
 
 
+def sampling_setting(name: str, kind: type):
+    """An argparse type for one of generate()'s sampling settings: a number it accepts."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        try:
+            check_sampling(**{name: value})
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minigpt-tui", description="Train a GPT-2-style model from scratch and watch it learn."
@@ -23,11 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. results/last.pt")
     generate.add_argument("--max-new-tokens", type=positive(int), default=50, metavar="N", help="default: %(default)s")
     generate.add_argument(
-        "--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default); higher = more random"
+        "--temperature",
+        type=sampling_setting("temperature", float),
+        default=0.0,
+        metavar="T",
+        help="0 = greedy (default); higher = more random",
     )
-    generate.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
     generate.add_argument(
-        "--top-p", type=float, metavar="P", help="sample only from the most likely tokens that add up to P (0 < P <= 1)"
+        "--top-k", type=sampling_setting("top_k", int), metavar="K", help="sample only from the K most likely tokens"
+    )
+    generate.add_argument(
+        "--top-p",
+        type=sampling_setting("top_p", float),
+        metavar="P",
+        help="sample only from the most likely tokens that add up to P (0 < P <= 1)",
     )
     generate.add_argument("--seed", type=int, help="makes sampling reproducible")
     generate.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
@@ -36,7 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
-        check_sampling(args.temperature, args.top_k, args.top_p)
         device = resolve_device(args.device)
     except ValueError as e:
         parser.error(str(e))

@@ -200,12 +200,12 @@ def test_a_prompt_longer_than_the_context_is_cropped_with_a_note(monkeypatch, ti
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--temperature", "-1"], "temperature must be 0 (greedy) or more, got -1.0"),
+        (["--temperature", "-1"], "argument --temperature: temperature must be 0 (greedy) or more, got -1.0"),
         (["--temperature", "nan"], "temperature must be 0 (greedy) or more"),
         (["--top-k", "0"], "top-k must be at least 1, got 0"),
         (["--top-p", "0"], "top-p must be greater than 0 and at most 1, got 0.0"),
         (["--top-p", "1.01"], "top-p must be greater than 0 and at most 1, got 1.01"),
-        (["--top-k", "many"], "argument --top-k: invalid int value: 'many'"),
+        (["--top-k", "many"], "argument --top-k: expected a number, got 'many'"),
     ],
 )
 def test_bad_sampling_flags_exit_2_before_loading_anything(flags, message, capsys):
