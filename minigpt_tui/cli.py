@@ -35,28 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
     train = commands.add_parser("train", help="train without the UI, printing the log")
     add_training_args(train)
-    generate = commands.add_parser("generate", help="continue a prompt with a trained checkpoint")
-    generate.add_argument("prompt", help="text to continue")
-    generate.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. results/last.pt")
-    generate.add_argument("--max-new-tokens", type=positive(int), default=50, metavar="N", help="default: %(default)s")
-    generate.add_argument(
+    generate_cmd = commands.add_parser("generate", help="continue a prompt with a trained checkpoint")
+    generate_cmd.add_argument("prompt", help="text to continue")
+    generate_cmd.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. results/last.pt")
+    generate_cmd.add_argument(
+        "--max-new-tokens", type=positive(int), default=50, metavar="N", help="default: %(default)s"
+    )
+    generate_cmd.add_argument(
         "--temperature",
         type=sampling_setting("temperature", float),
         default=0.0,
         metavar="T",
         help="0 = greedy (default); higher = more random",
     )
-    generate.add_argument(
+    generate_cmd.add_argument(
         "--top-k", type=sampling_setting("top_k", int), metavar="K", help="sample only from the K most likely tokens"
     )
-    generate.add_argument(
+    generate_cmd.add_argument(
         "--top-p",
         type=sampling_setting("top_p", float),
         metavar="P",
         help="sample only from the most likely tokens that add up to P (0 < P <= 1)",
     )
-    generate.add_argument("--seed", type=int, help="makes sampling reproducible")
-    generate.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
+    generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return parser
 
 
