@@ -29,6 +29,11 @@ def preset(name: str, **overrides) -> GPTConfig:
     return replace(PRESETS[name], **overrides)
 
 
+def preset_name(cfg: GPTConfig) -> str:
+    """The name of the preset `cfg` was made from (whatever its context length), or "custom"."""
+    return next((name for name, p in PRESETS.items() if replace(p, context_length=cfg.context_length) == cfg), "custom")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
@@ -40,6 +45,14 @@ class TrainConfig:
     seed: int = 123
     device: str = "auto"  # auto = cuda, then mps, then cpu
     data: str | None = None  # corpus file; None = the bundled data/the-verdict.txt
+    init: str | None = None  # pretrained weights to start from (a GPT-2 size or a model.safetensors); None = random
     out_dir: str = "results"
     sample_prompt: str = "Every effort moves you"
     sample_tokens: int = 50
+    save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget
+    resume: str | None = None  # checkpoint to continue from
+
+
+# A resumed run must keep these from its checkpoint (besides the model's shape and the data): they fix the data
+# order and the position in it, so changing them would not continue the same run.
+KEPT_ON_RESUME = ("batch_size", "seed")

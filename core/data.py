@@ -1,5 +1,6 @@
 """The corpus: read it safely, split it 90/10 into train and val, and serve (input, target) windows."""
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -70,9 +71,27 @@ def create_dataloaders(
     # DistributedSampler with one replica is a seeded per-epoch shuffle: the order of epoch e depends only on
     # (seed, e), which keeps resuming exact; with several processes it hands each a distinct shard.
     sampler = DistributedSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=seed)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True)
-    val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False)
-    return train_loader, val_loader
+    # Each loader has its own generator: starting to iterate a DataLoader draws a number from its generator, by
+    # default the global one that dropout uses, so evaluating or resuming mid-epoch would shift the dropout masks
+    # and a resumed run would no longer match an uninterrupted one.
+    train_loader = DataLoader(
+        train_set, batch_size=batch_size, sampler=sampler, drop_last=True, generator=torch.Generator()
+    )
+    return train_loader, sequential_loader(val_set, batch_size)
+
+
+def sequential_loader(windows: Dataset, batch_size: int) -> DataLoader:
+    """The same batches in the same order each time (for evaluation); it leaves the global RNG alone too."""
+    return DataLoader(windows, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+
+
+def fingerprint(*windows: TokenWindows) -> str:
+    """Identifies the token streams behind these windows, so that a resumed run cannot silently switch text."""
+    digest = hashlib.sha256()
+    for w in windows:
+        digest.update(f"{len(w.tokens)} tokens:".encode())
+        digest.update(w.tokens.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _check_fits(windows: TokenWindows, min_windows: int, part: str, source: str, longest_fit: int) -> None:

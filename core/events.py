@@ -10,6 +10,9 @@ class RunStarted:
     epochs: int
     steps_per_epoch: int
     start_step: int  # global step the run starts from (0 for a new run)
+    # A resumed run's evaluations and samples before this session, so a chart can show the whole run.
+    history: tuple["Evaluated", ...] = ()
+    samples: tuple["EpochSampled", ...] = ()
 
 
 @dataclass(frozen=True)

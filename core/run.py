@@ -5,19 +5,21 @@ Both front ends use this: the headless command on its main thread, the TUI on a 
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from core.checkpoint import load_checkpoint
 from core.config import GPTConfig, TrainConfig
 from core.control import TrainingControl
 from core.data import DEFAULT_CORPUS, CorpusError, create_dataloaders, read_corpus
 from core.events import EpochSampled, Evaluated, Failed, Finished
-from core.fileio import atomic_write
+from core.fileio import atomic_write, remove_leftover_temp_files
 from core.model import GPTModel
 from core.plotting import save_loss_plot
+from core.pretrained import load_pretrained
 from core.trainer import Trainer, TrainingError, make_optimizer
 
 
@@ -44,35 +46,65 @@ class RunOutputs:
         self.samples = self.dir / "samples.txt"
         self.plot = self.dir / "loss_plot.png"
         self.checkpoint = self.dir / "last.pt"
+        self.best = self.dir / "best.pt"
 
-    def prepare(self, model_cfg: GPTConfig, train_cfg: TrainConfig) -> None:
-        """Create the directory and start fresh files, so an unwritable place fails before any training."""
+    def prepare(
+        self,
+        model_cfg: GPTConfig,
+        train_cfg: TrainConfig,
+        history: Iterable[dict] = (),
+        samples: Iterable[EpochSampled] = (),
+    ) -> None:
+        """Create the directory and start the run's files, so an unwritable place fails before any training.
+
+        A new run starts them empty; a resumed one with its history so far, taken from the checkpoint. So
+        metrics.jsonl holds the whole run once, however often it was resumed: lines a killed process logged
+        after its last checkpoint are dropped, and the resumed run logs them again.
+        """
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            remove_leftover_temp_files(self.dir)
             with atomic_write(self.config) as f:
                 f.write(json.dumps({"model": asdict(model_cfg), "train": asdict(train_cfg)}, indent=2).encode())
-            self.metrics.write_text("")
-            self.samples.write_text("", encoding="utf-8")
-            self.plot.unlink(missing_ok=True)  # a plot from an earlier run in this directory would mislead
+            with atomic_write(self.metrics) as f:
+                f.write("".join(_metrics_line(record) for record in history).encode())
+            with atomic_write(self.samples) as f:
+                f.write("".join(_sample_entry(event) for event in samples).encode())
+            self.plot.unlink(missing_ok=True)  # an earlier plot would mislead; the run draws its own
         except OSError as e:
             raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
 
     def record(self, event) -> None:
         if isinstance(event, Evaluated):
             with self.metrics.open("a") as f:
-                f.write(json.dumps(event.record()) + "\n")
+                f.write(_metrics_line(event.record()))
         elif isinstance(event, EpochSampled):
             with self.samples.open("a", encoding="utf-8") as f:
-                f.write(f"--- epoch {event.epoch} (step {event.global_step})\n{event.text}\n")
+                f.write(_sample_entry(event))
 
     def written(self) -> dict[str, str]:
-        paths = {"checkpoint": self.checkpoint, "plot": self.plot, "metrics": self.metrics, "samples": self.samples}
+        paths = {
+            "checkpoint": self.checkpoint,
+            "best": self.best,
+            "plot": self.plot,
+            "metrics": self.metrics,
+            "samples": self.samples,
+        }
         return {name: str(path) for name, path in paths.items() if path.exists()}
+
+
+def _metrics_line(record: dict) -> str:
+    return json.dumps(record) + "\n"
+
+
+def _sample_entry(event: EpochSampled) -> str:
+    return f"--- epoch {event.epoch} (step {event.global_step})\n{event.text}\n"
 
 
 class TrainingRun:
     """Builds the data, model, optimizer and trainer from the configs and runs them, reporting through `on_event`.
 
+    With `train_cfg.resume` set, it continues the run saved in that checkpoint (see `Trainer.load_state_dict`).
     `run()` blocks until training ends; `trainer` is set once training has been set up.
     """
 
@@ -96,18 +128,34 @@ class TrainingRun:
     def _setup(self) -> Trainer:
         cfg = self.train_cfg
         device = resolve_device(cfg.device)
-        self.outputs.prepare(self.model_cfg, cfg)
+        checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
         text = read_corpus(cfg.data)
         source = str(cfg.data or DEFAULT_CORPUS)
         train_loader, val_loader = create_dataloaders(
             text, self.model_cfg.context_length, cfg.batch_size, cfg.seed, source
         )
         torch.manual_seed(cfg.seed)
-        model = GPTModel(self.model_cfg).to(device)
+        if cfg.init and not cfg.resume:  # fine-tuning: the model config is the pretrained one (pretrained_config)
+            model = load_pretrained(cfg.init, self.model_cfg, device)
+        else:
+            model = GPTModel(self.model_cfg).to(device)
         optimizer = make_optimizer(model, cfg)
-        return Trainer(
-            model, optimizer, train_loader, val_loader, cfg, device, self._emit, self.control, self.outputs.checkpoint
+        trainer = Trainer(
+            model,
+            optimizer,
+            train_loader,
+            val_loader,
+            cfg,
+            device,
+            self._emit,
+            self.control,
+            self.outputs.checkpoint,
+            self.outputs.best,
         )
+        if checkpoint is not None:
+            trainer.load_state_dict(checkpoint, cfg.resume)
+        self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
+        return trainer
 
     def run(self) -> Finished | Failed:
         try:
@@ -122,12 +170,22 @@ class TrainingRun:
         except (CorpusError, TrainingError, ValueError, OSError) as e:
             result = Failed(str(e))
         except torch.cuda.OutOfMemoryError:
-            result = Failed("out of GPU memory: try a smaller --batch-size or --context-length")
+            result = Failed(self._out_of_memory_message())
         if isinstance(result, Failed) and self.trainer is not None:
             with contextlib.suppress(OSError):
                 self._save_plot()  # the curve so far is still worth having; the checkpoint is left as it was
         self.on_event(result)
         return result
+
+    def _out_of_memory_message(self) -> str:
+        message = "out of GPU memory: start again with a smaller --batch-size or --context-length"
+        saved = self.trainer.last_saved if self.trainer else None
+        if saved is None:
+            return message
+        return (
+            f"{message}, or continue this run on a device with more memory (or the CPU): its last checkpoint, "
+            f"{saved.path} (global step {saved.global_step}), is intact: --resume {saved.path} --device cpu"
+        )
 
     def _save_plot(self) -> None:
         if self.trainer.history:

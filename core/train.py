@@ -5,14 +5,26 @@ Prints the seed notebook's log, one line per evaluation and a sample after each 
 """
 
 import argparse
+import contextlib
 import math
+import os
 import signal
 import sys
+from dataclasses import replace
+from pathlib import Path
 
-from core.config import PRESETS, TrainConfig, preset
+from core.checkpoint import CheckpointError, load_checkpoint, model_config_from, train_config_from
+from core.config import KEPT_ON_RESUME, PRESETS, GPTConfig, TrainConfig, preset, preset_name
 from core.control import TrainingControl
 from core.events import EpochSampled, Evaluated, Failed, RunStarted
+from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
 from core.run import TrainingRun, resolve_device
+
+DEFAULT_PRESET = "gpt2-124m"
+# With --resume, the run's settings come from the checkpoint; of the training flags only these may change
+# (how long and where it runs, how often it is measured and saved, and the learning rate). --data may point
+# at the same text in another place. See configs_from_args.
+CHANGEABLE_ON_RESUME = ("epochs", "lr", "eval_freq", "eval_batches", "save_every", "device", "out_dir", "data")
 
 
 def positive(kind):
@@ -39,53 +51,141 @@ def _non_negative_int(text: str) -> int:
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
+    # No argparse defaults: a flag left out is None, so that --resume can tell it from one given (the
+    # defaults are TrainConfig's, or the checkpoint's).
     d = TrainConfig()
     parser.add_argument(
         "--data", metavar="PATH", help="UTF-8 text file to train on (default: the bundled data/the-verdict.txt)"
     )
-    parser.add_argument(
-        "--preset", choices=list(PRESETS), default="gpt2-124m", help="model size (default: %(default)s)"
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--preset", choices=list(PRESETS), help=f"model size (default: {DEFAULT_PRESET})")
+    model.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help=f"start from pretrained weights: {', '.join(HUB_MODELS)} (downloaded once), "
+        "or a local model.safetensors or its directory",
     )
-    parser.add_argument("--epochs", type=positive(int), default=d.epochs, help="default: %(default)s")
-    parser.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="default: %(default)s")
-    parser.add_argument("--lr", type=positive(float), default=d.lr, help="AdamW learning rate (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive(int), help=f"default: {d.epochs}")
+    parser.add_argument("--batch-size", type=positive(int), help=f"default: {d.batch_size}")
+    parser.add_argument("--lr", type=positive(float), help=f"AdamW learning rate (default: {d.lr})")
     parser.add_argument(
-        "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the preset's)"
+        "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the model's)"
+    )
+    parser.add_argument("--eval-freq", type=positive(int), metavar="STEPS", help=f"default: {d.eval_freq}")
+    parser.add_argument("--eval-batches", type=positive(int), metavar="N", help=f"default: {d.eval_batches}")
+    parser.add_argument("--seed", type=_non_negative_int, help=f"default: {d.seed}")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
+    parser.add_argument("--out", metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})")
+    parser.add_argument(
+        "--save-every",
+        type=positive(int),
+        metavar="STEPS",
+        help="write the checkpoint last.pt every this many steps (default: at evaluations, as often as keeps "
+        "saving under a tenth of the run time)",
     )
     parser.add_argument(
-        "--eval-freq", type=positive(int), default=d.eval_freq, metavar="STEPS", help="default: %(default)s"
-    )
-    parser.add_argument(
-        "--eval-batches", type=positive(int), default=d.eval_batches, metavar="N", help="default: %(default)s"
-    )
-    parser.add_argument("--seed", type=_non_negative_int, default=d.seed, help="default: %(default)s")
-    parser.add_argument(
-        "--device", choices=["auto", "cpu", "cuda", "mps"], default=d.device, help="default: %(default)s"
-    )
-    parser.add_argument(
-        "--out", metavar="DIR", default=d.out_dir, help="where checkpoint, plot and logs go (default: %(default)s)"
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue the run saved in this checkpoint (e.g. results/last.pt) with its settings; only --epochs, "
+        "--lr, --eval-freq, --eval-batches, --save-every, --device, --out and --data may change",
     )
 
 
 def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """The model and training configs the flags ask for; impossible requests end the program (exit 2)."""
-    overrides = {"context_length": args.context_length} if args.context_length else {}
-    model_cfg = preset(args.preset, **overrides)
-    train_cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        eval_freq=args.eval_freq,
-        eval_batches=args.eval_batches,
-        seed=args.seed,
-        device=args.device,
-        data=args.data,
-        out_dir=args.out,
-    )
+    """The model and training configs the flags ask for; impossible requests end the program (exit 2), and so
+    do a --resume checkpoint or --init weights that cannot be used (exit 1). Sets `args.preset` to the model's
+    preset name."""
+    given = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "eval_freq": args.eval_freq,
+        "eval_batches": args.eval_batches,
+        "seed": args.seed,
+        "device": args.device,
+        "data": args.data,
+        "init": args.init,
+        "out_dir": args.out,
+        "save_every": args.save_every,
+        "resume": args.resume,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.resume and args.init:
+        parser.error("--init with --resume: a resumed run continues from its checkpoint's weights")
+    if args.resume:
+        model_cfg, train_cfg = _resumed_configs(parser, args, given)
+    else:
+        train_cfg = TrainConfig(**given)
     try:
-        resolve_device(args.device)
+        resolve_device(train_cfg.device)
     except ValueError as e:
         parser.error(str(e))
+    if args.resume:
+        return model_cfg, train_cfg
+    if args.init:  # last, once the other flags are known to be good: this may download the weights
+        return _pretrained_model_config(parser, args.init, args.context_length), train_cfg
+    args.preset = args.preset or DEFAULT_PRESET
+    overrides = {"context_length": args.context_length} if args.context_length else {}
+    return preset(args.preset, **overrides), train_cfg
+
+
+def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context_length: int | None) -> GPTConfig:
+    """The config of the --init weights (downloading them the first time), cropped to --context-length."""
+    try:
+        cfg = pretrained_config(init)
+    except PretrainedError as e:
+        parser.exit(1, f"minigpt-tui: error: {e}\n")
+    if not context_length or context_length == cfg.context_length:
+        return cfg
+    if context_length > cfg.context_length:
+        parser.error(
+            f"--context-length {context_length}: {init} was trained on {cfg.context_length} positions; "
+            "use that many or fewer"
+        )
+    print(
+        f"minigpt-tui: note: {init} was trained on {cfg.context_length} positions; "
+        f"using its first {context_length} (--context-length {context_length})",
+        file=sys.stderr,
+    )
+    return replace(cfg, context_length=context_length)
+
+
+def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict):
+    """The checkpoint's configs, with the changes the flags ask for if they are allowed (see README)."""
+    path = args.resume
+    try:
+        ckpt = load_checkpoint(path, mmap=True)  # mmap: only the configs are read here, not gigabytes of weights
+        model_cfg, saved = model_config_from(ckpt, path), train_config_from(ckpt, path)
+    except CheckpointError as e:
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
+
+    def refuse(flag: str, value, why: str):
+        parser.error(f"{flag} {value}: {why}; a resumed run keeps it (start a new run to change it)")
+
+    if args.preset and preset(args.preset, context_length=model_cfg.context_length) != model_cfg:
+        refuse("--preset", args.preset, f"{path} holds a {preset_name(model_cfg)} model")
+    args.preset = preset_name(model_cfg)
+    if args.context_length and args.context_length != model_cfg.context_length:
+        refuse("--context-length", args.context_length, f"{path} has context length {model_cfg.context_length}")
+    for name in KEPT_ON_RESUME:
+        if name in given and given[name] != getattr(saved, name):
+            refuse(f"--{name.replace('_', '-')}", given[name], f"{path} was trained with {getattr(saved, name)}")
+    changes = {name: value for name, value in given.items() if name in CHANGEABLE_ON_RESUME}
+    changes.setdefault("out_dir", str(Path(path).parent))  # carry on in the checkpoint's directory
+    changes.setdefault("device", TrainConfig.device)  # the machine's business, not the run's
+    train_cfg = replace(saved, resume=path, **changes)
+    done = ckpt["progress"]["epoch"]  # whole epochs done
+    if train_cfg.epochs <= done:
+        parser.error(
+            f"{path} has already trained {done} of its {saved.epochs} epochs; "
+            f"ask for more to continue (--epochs {done + 1} or more)"
+        )
+    if "data" not in given and saved.data is not None and not Path(saved.data).is_file():
+        parser.exit(
+            1,
+            f"{parser.prog}: error: {path} was trained on {saved.data}, which is not there any more; "
+            "point --data at the same text\n",
+        )
     return model_cfg, train_cfg
 
 
@@ -99,9 +199,10 @@ class LogPrinter:
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
             self.epochs = event.epochs
+            resuming = f", resuming after step {event.start_step}" if event.start_step else ""
             self._print(
                 f"Training {self.preset_name} ({event.num_params:,} parameters) on {event.device}: "
-                f"{event.epochs} epochs of {event.steps_per_epoch} steps"
+                f"{event.epochs} epochs of {event.steps_per_epoch} steps{resuming}"
             )
         elif isinstance(event, Evaluated):
             self._print(
@@ -112,38 +213,64 @@ class LogPrinter:
             self._print(event.text.replace("\n", " "))
 
     def _print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        say(line, self.out)
+
+
+def say(line: str, out) -> None:
+    """Print a line; if the terminal has gone (an SSH connection dropped, a closed pipe), drop it and go on.
+
+    Training must outlive its terminal: the run's files keep the record, and its checkpoint must still be saved.
+    """
+    try:
+        print(line, file=out, flush=True)
+    except OSError:  # EIO from a hung-up terminal, BrokenPipeError from a closed pipe
+        # Point the stream at /dev/null, so that neither later lines nor the flush at exit fail again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
-    """Train with the log on stdout; returns the exit status. SIGINT/SIGTERM/SIGHUP stop after the current step."""
+    """Train with the log on stdout; returns the exit status.
+
+    SIGINT (Ctrl+C), SIGTERM (kill, a scheduler's stop) and SIGHUP (the terminal or SSH connection went away)
+    stop training after the current step and save the checkpoint; the exit status is then 128 + the signal.
+    """
     control = TrainingControl()
     caught = []
 
     def stop_after_step(signum, frame):
         caught.append(signum)
-        print(
-            "\nStopping after the current step and saving (press Ctrl+C again to abort)...", file=sys.stderr, flush=True
-        )
-        control.stop()
+        control.stop()  # first: printing may fail when the terminal is gone
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C aborts at once
+        say("\nStopping after the current step and saving (press Ctrl+C again to abort)...", sys.stderr)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is not None:
-            signal.signal(sig, stop_after_step)
-    result = TrainingRun(model_cfg, train_cfg, LogPrinter(preset_name), control).run()
+    previous = {sig: signal.signal(sig, stop_after_step) for sig in STOP_SIGNALS}
+    model_name = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
+    try:
+        result = TrainingRun(model_cfg, train_cfg, LogPrinter(model_name), control).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if isinstance(result, Failed):
-        print(f"minigpt-tui: error: {result.message}", file=sys.stderr)
+        say(f"minigpt-tui: error: {result.message}", sys.stderr)
         return 1
     saved = ", ".join(result.outputs.values())
     if not result.completed:
-        print(
+        say(
             f"Stopped at epoch {result.epoch}, step {result.step} (global step {result.global_step}); saved {saved}",
-            file=sys.stderr,
+            sys.stderr,
         )
         return 128 + (caught[0] if caught else signal.SIGINT)
     minutes, seconds = divmod(round(result.elapsed_s), 60)
-    print(f"Finished {result.epoch} epochs ({result.global_step} steps) in {minutes}m{seconds:02d}s; saved {saved}")
+    say(
+        f"Finished {result.epoch} epochs ({result.global_step} steps) in {minutes}m{seconds:02d}s; saved {saved}",
+        sys.stdout,
+    )
     return 0
 
 

@@ -5,20 +5,25 @@ between optimizer steps, so the headless command and the TUI drive it the same w
 """
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader
 
-from core.checkpoint import save_checkpoint
-from core.config import TrainConfig
+from core.checkpoint import CheckpointError, check_resumable, restore_rng_states, rng_states, save_checkpoint
+from core.config import KEPT_ON_RESUME, TrainConfig
 from core.control import TrainingControl
+from core.data import fingerprint, sequential_loader
 from core.events import CheckpointSaved, EpochSampled, Evaluated, RunStarted, StateChanged, StepDone
+from core.fileio import atomic_link
 from core.generate import generate_text_simple
 from core.model import GPTModel
 from core.tokenizer import text_to_token_ids, token_ids_to_text
@@ -65,15 +70,17 @@ class Trainer:
         on_event: Callable[[object], None],
         control: TrainingControl | None = None,
         checkpoint_path: str | Path | None = None,
+        best_path: str | Path | None = None,
     ):
         self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
         self.train_loader, self.val_loader = train_loader, val_loader
         # Train loss is measured on the same first batches each time (in order), so the curve is not
         # reshuffled noise and evaluating does not disturb the training order.
-        self.train_eval_loader = DataLoader(train_loader.dataset, batch_size=cfg.batch_size)
+        self.train_eval_loader = sequential_loader(train_loader.dataset, cfg.batch_size)
         self.emit = on_event
         self.control = control or TrainingControl()
-        self.checkpoint_path = checkpoint_path  # where requested checkpoints go
+        self.checkpoint_path = checkpoint_path  # where periodic and requested checkpoints go (last.pt)
+        self.best_path = best_path  # the saved checkpoint with the lowest val loss (best.pt)
         # Held while the optimizer changes the weights in place, so another thread (the chat) can copy a
         # consistent set: the weights of the latest completed step, never half-updated ones.
         self.weights_lock = threading.Lock()
@@ -85,8 +92,11 @@ class Trainer:
         self.tokens_seen = 0
         self.elapsed_s = 0.0  # before this session (for resumed runs)
         self.history: list[dict] = []  # metrics.jsonl records
-        self.samples: list[str] = []
+        self.samples: list[str] = []  # one per epoch
+        self.best_val_loss = math.inf
+        self.last_saved: CheckpointSaved | None = None  # the latest good checkpoint: written, or resumed from
         self._clock_start, self._paused_s = time.perf_counter(), 0.0
+        self._save_s, self._saved_at = 0.0, 0.0  # how long the last save took, and when it ended
 
     def run(self) -> bool:
         """Train until the configured epochs are done (True) or a stop is requested (False)."""
@@ -95,7 +105,13 @@ class Trainer:
         self._session_tokens, self._session_step_s = 0, 0.0
         self.emit(
             RunStarted(
-                str(self.device), self.model.num_parameters(), self.cfg.epochs, self.steps_per_epoch, self.global_step
+                str(self.device),
+                self.model.num_parameters(),
+                self.cfg.epochs,
+                self.steps_per_epoch,
+                self.global_step,
+                tuple(Evaluated(**record) for record in self.history),
+                tuple(self.sample_events()),
             )
         )
         while self.epoch < self.cfg.epochs:
@@ -106,6 +122,8 @@ class Trainer:
                 self._train_step(inputs, targets)
                 if self.global_step % self.cfg.eval_freq == 0:
                     self._evaluate()
+                if self._save_due():
+                    self._save_periodically()
             self._sample()
             with self.weights_lock:  # so a reader never sees the new epoch with the old epoch's step count
                 self.epoch, self.step = self.epoch + 1, 0
@@ -135,13 +153,14 @@ class Trainer:
         started = time.perf_counter()
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         loss = batch_loss(self.model, inputs, targets)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}; training stopped "
-                "before that step changed the weights (try a lower --lr)"
-            )
+        self._check_finite("loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # A finite loss can still give non-finite gradients (an overflow in the backward pass); one norm over all
+        # of them catches that before the optimizer spreads it into every weight.
+        self._check_finite(
+            "gradient norm", get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        )
         with self.weights_lock:
             self.optimizer.step()
             self.step += 1
@@ -154,6 +173,23 @@ class Trainer:
             StepDone(
                 self.epoch + 1, self.step, self.global_step, self.tokens_seen, loss.item(), self.elapsed(), tokens_per_s
             )
+        )
+
+    def _check_finite(self, what: str, value: torch.Tensor) -> None:
+        if not torch.isfinite(value):
+            raise TrainingError(
+                f"the {what} became {value.item()} at epoch {self.epoch + 1}, step {self.step + 1}; training stopped "
+                f"before that step changed the weights. {self._recovery_hint()}"
+            )
+
+    def _recovery_hint(self) -> str:
+        lower_lr = f"{self.cfg.lr / 2:g}"
+        if self.last_saved is None:
+            return f"No checkpoint was saved yet: start again with a lower --lr (e.g. {lower_lr})."
+        path, step = self.last_saved.path, self.last_saved.global_step
+        return (
+            f"The last good checkpoint is {path} (global step {step}); continue from it with a lower learning "
+            f"rate: --resume {path} --lr {lower_lr}"
         )
 
     def evaluate(self) -> tuple[float, float]:
@@ -185,22 +221,113 @@ class Trainer:
         self.samples.append(text)
         self.emit(EpochSampled(self.epoch + 1, self.global_step, text))
 
+    def sample_events(self) -> list[EpochSampled]:
+        """The samples so far as the events that announced them (one at the end of each epoch)."""
+        return [EpochSampled(i + 1, (i + 1) * self.steps_per_epoch, text) for i, text in enumerate(self.samples)]
+
+    def _save_due(self) -> bool:
+        if self.checkpoint_path is None:
+            return False
+        if self.cfg.save_every is not None:
+            return self.global_step % self.cfg.save_every == 0
+        # By default: at evaluations, but spending at most ~10% of the time on saving. A gpt2-124m checkpoint
+        # (weights and AdamW's two moments) is about 2 GB, seconds to write: longer than a few CPU steps.
+        return self.global_step % self.cfg.eval_freq == 0 and time.perf_counter() - self._saved_at >= 9 * self._save_s
+
+    def _save_periodically(self) -> None:
+        """Update last.pt, and best.pt too when the weights were just evaluated at the lowest val loss so far."""
+        latest = self.history[-1] if self.history else None
+        improved = latest is not None and latest["global_step"] == self.global_step
+        improved = improved and latest["val_loss"] < self.best_val_loss
+        if improved:
+            self.best_val_loss = latest["val_loss"]  # before saving, so that last.pt records it
+        self.save_checkpoint(self.checkpoint_path)
+        if improved and self.best_path is not None:
+            try:
+                atomic_link(self.checkpoint_path, self.best_path)
+            except OSError as e:
+                raise self._save_failed(self.best_path, e) from None
+
     def save_checkpoint(self, path) -> None:
+        """Write everything needed to continue this run exactly; a TrainingError if it cannot be written."""
+        started = time.perf_counter()
+        try:
+            save_checkpoint(path, self.state_dict())
+        except OSError as e:
+            raise self._save_failed(path, e) from None
+        self._saved_at = time.perf_counter()
+        self._save_s = self._saved_at - started
+        self.last_saved = CheckpointSaved(str(path), self.global_step)
+        self.emit(self.last_saved)
+
+    def _save_failed(self, path, error: OSError) -> TrainingError:
+        message = f"could not write the checkpoint {path} ({error.strerror or error})"
+        if self.last_saved is None:
+            return TrainingError(f"{message}; no checkpoint was saved before")
+        saved_path, step = self.last_saved.path, self.last_saved.global_step
+        return TrainingError(
+            f"{message}; the checkpoint {saved_path} of global step {step} is intact: once the problem is fixed, "
+            f"continue from it with --resume {saved_path}"
+        )
+
+    def state_dict(self) -> dict:
+        """The checkpoint's contents: weights, optimizer, progress, metrics, samples and the RNG states."""
         progress = {
             "epoch": self.epoch,
             "step": self.step,
             "global_step": self.global_step,
             "tokens_seen": self.tokens_seen,
             "elapsed_s": self.elapsed(),
+            "best_val_loss": self.best_val_loss,
+            "data_sha256": self.data_fingerprint,
         }
-        save_checkpoint(
-            path,
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "model_config": asdict(self.model.cfg),
-                "train_config": asdict(self.cfg),
-                "progress": progress,
-            },
-        )
-        self.emit(CheckpointSaved(str(path), self.global_step))
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "model_config": asdict(self.model.cfg),
+            "train_config": asdict(self.cfg),
+            "progress": progress,
+            "rng": rng_states(),
+            "history": self.history,
+            "samples": self.samples,
+        }
+
+    def load_state_dict(self, ckpt: dict, path: str | Path) -> None:
+        """Continue the run saved in `ckpt` (read from `path`); call before `run()`.
+
+        The model shape, the data and the settings in KEPT_ON_RESUME must be the checkpoint's; the learning
+        rate may differ (it is applied to the restored optimizer).
+        """
+        check_resumable(ckpt, path)
+        saved_cfg, progress = ckpt["train_config"], ckpt["progress"]
+        for name in KEPT_ON_RESUME:
+            if saved_cfg.get(name) != getattr(self.cfg, name):
+                raise CheckpointError(
+                    f"{path}: was trained with {name} {saved_cfg.get(name)}; a resumed run must keep it "
+                    f"(asked for {getattr(self.cfg, name)})"
+                )
+        if progress["data_sha256"] != self.data_fingerprint:
+            raise CheckpointError(
+                f"{path}: was trained on other text than {self.cfg.data or 'the bundled story'} (the file changed, "
+                "or it is another one); a resumed run must train on the same text"
+            )
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr
+        self.epoch, self.step, self.global_step = progress["epoch"], progress["step"], progress["global_step"]
+        self.tokens_seen, self.elapsed_s = progress["tokens_seen"], progress["elapsed_s"]
+        self.best_val_loss = progress["best_val_loss"]
+        self.history, self.samples = list(ckpt["history"]), list(ckpt["samples"])
+        self.last_saved = CheckpointSaved(str(path), self.global_step)
+        try:
+            restore_rng_states(ckpt["rng"])  # last: nothing may draw from the streams before training does
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: its random number generator states are damaged ({e})") from None
+
+    @cached_property
+    def data_fingerprint(self) -> str:
+        return fingerprint(self.train_loader.dataset, self.val_loader.dataset)

@@ -4,7 +4,9 @@ import argparse
 import sys
 
 from core.checkpoint import CheckpointError, load_model
+from core.events import Failed, Finished
 from core.generate import check_sampling, generate, prepare_prompt
+from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import resolve_device
 from core.tokenizer import decode_stream, encode
 from core.train import add_training_args, configs_from_args, positive, run_headless
@@ -35,9 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
     train = commands.add_parser("train", help="train without the UI, printing the log")
     add_training_args(train)
-    generate_cmd = commands.add_parser("generate", help="continue a prompt with a trained checkpoint")
+    generate_cmd = commands.add_parser("generate", help="continue a prompt with a checkpoint or GPT-2's weights")
     generate_cmd.add_argument("prompt", help="text to continue")
-    generate_cmd.add_argument("--checkpoint", required=True, metavar="PATH", help="e.g. results/last.pt")
+    weights = generate_cmd.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", metavar="PATH", help="e.g. results/last.pt")
+    weights.add_argument(
+        "--init", metavar="WEIGHTS", help=f"pretrained GPT-2 instead: {', '.join(HUB_MODELS)} or a model.safetensors"
+    )
     generate_cmd.add_argument(
         "--max-new-tokens", type=positive(int), default=50, metavar="N", help="default: %(default)s"
     )
@@ -68,8 +74,8 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     except ValueError as e:
         parser.error(str(e))
     try:
-        model, _ = load_model(args.checkpoint, device)
-    except CheckpointError as e:
+        model = load_pretrained(args.init, device=device) if args.init else load_model(args.checkpoint, device)[0]
+    except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
     context_length = model.cfg.context_length
@@ -96,8 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "generate":
         return generate_main(parser, args)
-    model_cfg, train_cfg = configs_from_args(parser, args)
-    return run_headless(args.preset, model_cfg, train_cfg)
+    model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
+    if args.command == "train":
+        return run_headless(args.preset, model_cfg, train_cfg)
+    return tui_main(args.preset, model_cfg, train_cfg)
+
+
+def tui_main(preset_name: str, model_cfg, train_cfg) -> int:
+    from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
+
+    result = MiniGPTApp(model_cfg, train_cfg, preset_name).run()
+    if isinstance(result, Failed):
+        print(f"minigpt-tui: error: {result.message}", file=sys.stderr)
+        return 1
+    if isinstance(result, Finished):
+        print(f"Saved {', '.join(result.outputs.values())}")
+    return 0
 
 
 if __name__ == "__main__":

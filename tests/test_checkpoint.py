@@ -1,3 +1,4 @@
+import errno
 import os
 import pickle
 from dataclasses import asdict, replace
@@ -5,7 +6,15 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from core.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, load_model, save_checkpoint
+from core.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    train_config_from,
+)
+from core.fileio import atomic_link, atomic_write
 from core.model import GPTModel
 
 
@@ -84,3 +93,30 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tiny_cfg,
         save_checkpoint(tmp_path / "m.pt", {"model": {}, "model_config": {}})
     assert (tmp_path / "m.pt").read_bytes() == before
     assert os.listdir(tmp_path) == ["m.pt"]  # no temporary file left behind
+
+
+def test_an_older_format_still_generates_but_cannot_be_resumed(tmp_path, tiny_cfg):
+    path = tmp_path / "v1.pt"
+    model = GPTModel(tiny_cfg)
+    v1 = {"model": model.state_dict(), "model_config": asdict(tiny_cfg), "optimizer": {}, "progress": {}}
+    torch.save({"format_version": 1, **v1, "train_config": {}}, path)
+    load_model(path)
+    with pytest.raises(CheckpointError, match=r"cannot be resumed: .* from an older minigpt-tui, format 1"):
+        train_config_from(load_checkpoint(path), path)
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_linked_best_checkpoint_keeps_its_version_when_last_is_rewritten(tmp_path, monkeypatch, hard_links):
+    def no_hard_links(src, dst):  # e.g. FAT or some network filesystems
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    if not hard_links:
+        monkeypatch.setattr(os, "link", no_hard_links)
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    with atomic_write(last) as f:
+        f.write(b"step 5")
+    atomic_link(last, best)
+    with atomic_write(last) as f:
+        f.write(b"step 10")
+    assert (best.read_bytes(), last.read_bytes()) == (b"step 5", b"step 10")
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]

@@ -43,7 +43,7 @@ def test_a_run_reports_steps_evaluations_samples_and_its_files(tiny_cfg, quick_t
     assert all(s.text.startswith("Every effort moves you") for s in samples)
     assert isinstance(result, Finished) and result.completed and result.global_step == 40
     assert events[-1] is result
-    assert set(result.outputs) == {"checkpoint", "plot", "metrics", "samples"}
+    assert set(result.outputs) == {"checkpoint", "best", "plot", "metrics", "samples"}
 
 
 def test_training_lowers_the_validation_loss(tiny_cfg, quick_train_cfg):
@@ -172,6 +172,7 @@ def test_a_checkpoint_can_be_requested_while_running_and_while_paused(tiny_cfg, 
         elif isinstance(event, CheckpointSaved) and event.global_step == 4:
             control.resume()
 
-    result, events = run(tiny_cfg, quick_train_cfg, control, on_event)
+    no_periodic_saves = replace(quick_train_cfg, save_every=1000)
+    result, events = run(tiny_cfg, no_periodic_saves, control, on_event)
     assert [e.global_step for e in of(events, CheckpointSaved)] == [2, 4, 20]  # on request, on request, at the end
     assert result.completed

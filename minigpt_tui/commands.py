@@ -1,0 +1,33 @@
+"""The app's own entries in the command palette (ctrl+p)."""
+
+import functools
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+class TrainingCommands(Provider):
+    def _commands(self) -> list[tuple[str, str, str]]:
+        """(name, app action, help) for each command; the pause entry names what it will do now."""
+        pause = "Resume training" if self.app.pause_requested else "Pause training"
+        return [
+            ("Save loss plot", "save_plot", "Write the loss plot PNG to the output directory now"),
+            ("Save checkpoint now", "save_checkpoint", "Write last.pt at the next step boundary"),
+            (pause, "toggle_pause", "Takes effect at the next step boundary"),
+            ("Toggle log scale", "toggle_log_scale", "Switch the loss chart's y axis between linear and log"),
+            ("Stop training", "stop_training", "Stop at the next step and save; the app stays open"),
+            ("Quit", "quit", "Stop training, save checkpoint, metrics and plot, and exit"),
+        ]
+
+    def _run(self, action: str):
+        return functools.partial(self.app.run_action, action)
+
+    async def discover(self) -> Hits:
+        for name, action, help in self._commands():
+            yield DiscoveryHit(name, self._run(action), help=help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, action, help in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), self._run(action), help=help)

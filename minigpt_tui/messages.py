@@ -1,0 +1,75 @@
+"""The Textual messages the app reacts to.
+
+Each training message carries the `core.events` object it was made from (`message.event`), so the fields are
+documented once, in core. `message_for()` picks the message class for an event.
+"""
+
+from pathlib import Path
+
+from textual.message import Message
+
+from core import events
+
+
+class TrainingMessage(Message):
+    """A training event, delivered on the app's thread."""
+
+    def __init__(self, event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class RunStarted(TrainingMessage):
+    event: events.RunStarted
+
+
+class StepDone(TrainingMessage):
+    event: events.StepDone
+
+
+class Evaluated(TrainingMessage):
+    event: events.Evaluated
+
+
+class EpochSampled(TrainingMessage):
+    event: events.EpochSampled
+
+
+class StateChanged(TrainingMessage):
+    event: events.StateChanged
+
+
+class CheckpointSaved(TrainingMessage):
+    event: events.CheckpointSaved
+
+
+class Finished(TrainingMessage):
+    event: events.Finished
+
+
+class Failed(TrainingMessage):
+    event: events.Failed
+
+
+_MESSAGE_FOR_EVENT = {
+    events.RunStarted: RunStarted,
+    events.StepDone: StepDone,
+    events.Evaluated: Evaluated,
+    events.EpochSampled: EpochSampled,
+    events.StateChanged: StateChanged,
+    events.CheckpointSaved: CheckpointSaved,
+    events.Finished: Finished,
+    events.Failed: Failed,
+}
+
+
+def message_for(event) -> TrainingMessage:
+    return _MESSAGE_FOR_EVENT[type(event)](event)
+
+
+class PlotSaved(Message):
+    """The loss plot was written to `path`, or could not be (`error` says why)."""
+
+    def __init__(self, path: Path, error: str | None = None) -> None:
+        super().__init__()
+        self.path, self.error = path, error

@@ -1,0 +1,30 @@
+"""Progress through the current epoch and through the whole run."""
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label, ProgressBar
+
+from core.events import RunStarted, StepDone
+
+
+class RunProgress(Horizontal):
+    def compose(self) -> ComposeResult:
+        yield Label("epoch", classes="progress-label")
+        yield ProgressBar(id="epoch-progress", show_eta=False)
+        yield Label("run", id="run-label", classes="progress-label")
+        yield ProgressBar(id="run-progress", show_eta=False)
+
+    def run_started(self, event: RunStarted) -> None:
+        self.query_one("#epoch-progress", ProgressBar).update(total=event.steps_per_epoch, progress=0)
+        total_steps = event.epochs * event.steps_per_epoch
+        self.query_one("#run-progress", ProgressBar).update(total=total_steps, progress=event.start_step)
+
+    def step_done(self, event: StepDone) -> None:
+        self.query_one("#epoch-progress", ProgressBar).update(progress=event.step)
+        self.query_one("#run-progress", ProgressBar).update(progress=event.global_step)
+
+    def run_ended(self) -> None:
+        """Stop the bars' "waiting" animation if the run ended before it started."""
+        for bar in self.query(ProgressBar):
+            if bar.total is None:
+                bar.update(total=1, progress=0)

@@ -1,0 +1,139 @@
+"""The status lines: what the run is doing, where it is, how fast it goes and how well it does."""
+
+import time
+
+from textual.content import Content
+from textual.widget import Widget
+
+from core.events import Evaluated, RunStarted, StepDone
+
+# state -> how it looks; "pausing"/"resuming"/"stopping" show that a request waits for the next step boundary
+STATES = {
+    "starting": ("◌ starting…", "$text-muted"),
+    "running": ("● running", "bold $text-success"),
+    "pausing": ("◌ pausing…", "bold $text-warning"),
+    "paused": ("❚❚ paused", "bold $text-warning"),
+    "resuming": ("◌ resuming…", "bold $text-warning"),
+    "stopping": ("◌ stopping…", "bold $text-warning"),
+    "stopped": ("■ stopped", "bold $text-secondary"),
+    "finished": ("✔ finished", "bold $text-accent"),
+    "failed": ("✘ failed", "bold $text-error"),
+}
+ENDED = ("stopped", "finished", "failed")
+GAP = "  "
+
+
+def clock(seconds: float) -> str:
+    minutes, s = divmod(round(seconds), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def compact(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:,.0f}"
+
+
+def pack(items: list[Content], width: int) -> list[Content]:
+    """Lay items out in lines of at most `width` cells, breaking only between items."""
+    lines: list[list[Content]] = [[]]
+    used = 0
+    for item in items:
+        needed = item.cell_length + (len(GAP) if lines[-1] else 0)
+        if lines[-1] and used + needed > width:
+            lines.append([])
+            used, needed = 0, item.cell_length
+        lines[-1].append(item)
+        used += needed
+    return [Content(GAP).join(line) for line in lines]
+
+
+class StatusBar(Widget):
+    """The run's figures, refreshed from training events and once a second for the clock."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.state = "starting"
+        self.started: RunStarted | None = None
+        self.last_step: StepDone | None = None
+        self._last_step_at = 0.0  # monotonic time the last StepDone arrived, to run the clock between steps
+        self.best_val: tuple[float, int] | None = None  # (loss, global step)
+        self.error: str | None = None
+        self._height = 0
+
+    def on_mount(self) -> None:
+        self.set_interval(1, self._changed)
+
+    def set_state(self, state: str) -> None:
+        self.state = state
+        self._changed()
+
+    def run_started(self, event: RunStarted) -> None:
+        self.started = event
+        self._changed()
+
+    def step_done(self, event: StepDone) -> None:
+        self.last_step, self._last_step_at = event, time.monotonic()
+        self._changed()
+
+    def evaluated(self, event: Evaluated) -> None:
+        if self.best_val is None or event.val_loss < self.best_val[0]:
+            self.best_val = (event.val_loss, event.global_step)
+        self._changed()
+
+    def failed(self, message: str) -> None:
+        self.error = message
+        self._changed()
+
+    def elapsed(self) -> float:
+        if self.last_step is None:
+            return 0.0
+        ticking = self.state in ("running", "pausing")  # pauses don't count, as in core
+        return self.last_step.elapsed_s + (time.monotonic() - self._last_step_at if ticking else 0.0)
+
+    def eta(self) -> float | None:
+        run, step = self.started, self.last_step
+        if run is None or step is None or step.global_step <= run.start_step or self.state in ENDED:
+            return None
+        per_step = step.elapsed_s / step.global_step
+        return per_step * (run.epochs * run.steps_per_epoch - step.global_step)
+
+    def items(self) -> list[Content]:
+        label, style = STATES[self.state]
+        items = [Content.styled(label, style)]
+        run, step = self.started, self.last_step
+        if run is not None:
+            epoch, in_epoch, global_step = (step.epoch, step.step, step.global_step) if step else (1, 0, 0)
+            tokens, speed = (step.tokens_seen, step.tokens_per_s) if step else (0, 0.0)
+            items += [
+                f"epoch {epoch}/{run.epochs}",
+                f"step {in_epoch}/{run.steps_per_epoch}",
+                f"global step {global_step:,}",
+                f"{compact(tokens)} tokens",
+                f"{compact(speed)} tok/s",
+            ]
+        eta = self.eta()
+        items += [f"elapsed {clock(self.elapsed())}", f"ETA {clock(eta) if eta is not None else '–'}"]
+        if self.best_val:
+            items.append(f"best val {self.best_val[0]:.4f} (step {self.best_val[1]:,})")
+        return [Content(item) if isinstance(item, str) else item for item in items]
+
+    def lines(self, width: int) -> list[Content]:
+        lines = pack(self.items(), width)
+        if self.error:
+            lines += Content.styled(self.error, "$text-error").wrap(width)
+        return lines
+
+    def render(self) -> Content:
+        return Content("\n").join(self.lines(self.content_region.width))
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self.lines(width)) if width else 0
+
+    def _changed(self) -> None:
+        # Only a change in the number of lines needs the (costlier) layout pass.
+        height = len(self.lines(self.content_region.width)) if self.content_region.width else 0
+        self.refresh(layout=height != self._height)
+        self._height = height

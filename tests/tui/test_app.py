@@ -1,0 +1,206 @@
+"""The training app driven as a user drives it: keys, the command palette, and what the screen shows."""
+
+from pathlib import Path
+
+from tui_helpers import record_notifications, screen_text, wait_for
+
+from core import events
+from core.checkpoint import load_model
+from minigpt_tui import messages
+from minigpt_tui.widgets import LossChart, RunProgress, SamplesLog, StatusBar
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+LONG_RUN = {"epochs": 1000}  # runs until the test stops it
+AN_EVALUATION = events.Evaluated(
+    epoch=1, step=2, global_step=2, tokens_seen=128, train_loss=10.9, val_loss=10.95, elapsed_s=0.5
+)
+
+
+def global_step(app) -> int:
+    step = app.query_one(StatusBar).last_step
+    return step.global_step if step else 0
+
+
+async def test_the_app_trains_and_the_chart_and_samples_fill_in(make_app):
+    app = make_app()
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.result is not None, "the run to finish")
+        chart = app.query_one(LossChart)
+        assert chart.steps == [2, 4, 6]  # one point per evaluation, against global step
+        assert len(chart.train_losses) == len(chart.val_losses) == 3
+        text = screen_text(app)
+        assert "✔ finished" in text
+        assert "epoch 1 · step 7" in text  # the sample's tag
+        assert "Every effort moves you" in text
+        assert "global step 7" in text
+
+
+async def test_p_pauses_at_a_step_boundary_and_resumes(make_app):
+    app = make_app(**LONG_RUN)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: global_step(app) >= 2, "training to start")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.state() == "paused", "the trainer to pause")
+        assert "❚❚ paused" in screen_text(app)
+        assert app.active_bindings["p"].binding.description == "Resume"
+        paused_at = global_step(app)
+        await pilot.pause(0.5)
+        assert global_step(app) == paused_at  # a paused run takes no steps
+
+        await pilot.press("space")
+        await wait_for(pilot, lambda: global_step(app) > paused_at, "training to go on")
+        assert app.state() == "running"
+        assert app.active_bindings["p"].binding.description == "Pause"
+
+
+async def test_s_saves_the_loss_plot_and_says_where(make_app):
+    app = make_app(**LONG_RUN)
+    async with app.run_test() as pilot:
+        notes = record_notifications(app)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: notes, "a notification")
+        assert notes == ["No evaluations yet: nothing to plot."]
+
+        await wait_for(pilot, lambda: app.history, "the first evaluation")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: len(notes) == 2, "the plot to be saved")
+        plot = Path(app.train_cfg.out_dir) / "loss_plot.png"
+        assert notes[1] == f"Loss plot saved to {plot}"
+        assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+async def test_the_command_palette_saves_the_loss_plot(make_app):
+    app = make_app(paused=True)  # a paused run lets Pilot type quickly
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
+        app.post_message(messages.Evaluated(AN_EVALUATION))
+        await wait_for(pilot, lambda: app.history, "the evaluation")
+        notes = record_notifications(app)
+        await pilot.press("ctrl+p", *"loss plot")
+        await pilot.pause(0.2)  # the palette searches in the background
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: notes, "the plot to be saved")
+        plot = Path(app.train_cfg.out_dir) / "loss_plot.png"
+        assert notes == [f"Loss plot saved to {plot}"]
+        assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+async def test_a_failed_plot_save_is_a_notification(make_app, tmp_path):
+    app = make_app(paused=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
+        app.post_message(messages.Evaluated(AN_EVALUATION))
+        await wait_for(pilot, lambda: app.history, "the evaluation")
+        notes = record_notifications(app)
+        app.outputs.plot = tmp_path / "no such directory" / "loss_plot.png"
+        await pilot.press("s")
+        await wait_for(pilot, lambda: notes, "the save to fail")
+        assert "No such file or directory" in notes[0]
+        assert app.is_running and app.state() == "paused"
+
+
+async def test_quitting_mid_training_saves_a_loadable_checkpoint(make_app):
+    app = make_app(**LONG_RUN)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: global_step(app) >= 3, "a few steps")
+        await pilot.press("q")
+        await pilot.press("q")  # a second q while stopping changes nothing
+        await wait_for(pilot, lambda: app.return_value is not None, "the app to exit")
+    result = app.return_value
+    assert isinstance(result, events.Finished) and not result.completed
+    _, checkpoint = load_model(result.outputs["checkpoint"])
+    assert checkpoint["progress"]["global_step"] == result.global_step >= 3
+
+
+async def test_quitting_while_paused_stops_without_resuming(make_app):
+    app = make_app(paused=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.state() == "paused", "the run to pause")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_value is not None, "the app to exit")
+    assert app.return_value.global_step == 0
+    assert Path(app.return_value.outputs["checkpoint"]).is_file()
+
+
+async def test_ctrl_c_quits_too(make_app):
+    app = make_app(**LONG_RUN)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: global_step(app) >= 1, "the first step")
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.return_value is not None, "the app to exit")
+    assert Path(app.return_value.outputs["checkpoint"]).is_file()
+
+
+async def test_save_checkpoint_now_reports_the_file(make_app):
+    app = make_app(**LONG_RUN)
+    async with app.run_test() as pilot:
+        notes = record_notifications(app)
+        await wait_for(pilot, lambda: global_step(app) >= 1, "the first step")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: len(notes) == 2, "the checkpoint")
+        checkpoint = Path(app.train_cfg.out_dir) / "last.pt"
+        assert notes[1].startswith(f"Checkpoint saved to {checkpoint} (step ")
+        _, saved = load_model(checkpoint)
+        assert saved["progress"]["global_step"] >= 1
+
+
+async def test_stop_training_keeps_the_app_open(make_app):
+    app = make_app(**LONG_RUN)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: global_step(app) >= 1, "the first step")
+        await app.run_action("stop_training")
+        await wait_for(pilot, lambda: app.result is not None, "the run to stop")
+        assert app.state() == "stopped" and app.is_running
+        assert "■ stopped" in screen_text(app)
+
+
+async def test_a_training_error_is_shown_and_the_app_stays_usable(make_app, tmp_path):
+    app = make_app(data=str(tmp_path / "missing.txt"))
+    notes = record_notifications(app)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.result is not None, "the run to fail")
+        assert app.state() == "failed"
+        assert "missing.txt" in notes[0]
+        text = screen_text(app)
+        assert "✘ failed" in text and "no such file" in text
+        await pilot.press("l")  # still answers keys
+        assert app.query_one(LossChart).log_scale
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    assert isinstance(app.return_value, events.Failed)
+
+
+async def test_markup_in_a_sample_is_shown_literally(make_app):
+    tricky = "Every effort moves you [bold]x[/] and [/] \\[red] back\\slash \x1b[31m"
+    app = make_app(paused=True)
+    async with app.run_test(size=(200, 30)) as pilot:  # wide enough to show the sample on one line
+        app.post_message(messages.EpochSampled(events.EpochSampled(1, 20, tricky)))
+        await wait_for(pilot, lambda: len(app.query(".sample-text")) == 1, "the sample")
+        await pilot.pause()
+        assert "Every effort moves you [bold]x[/] and [/] \\[red] back\\slash ␛[31m" in screen_text(app)
+
+
+async def test_the_help_screen_lists_every_key(make_app):
+    app = make_app(paused=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f1")
+        text = screen_text(app)
+        for key in ("p, space", "s ", "c ", "l ", "q ", "^c", "f1, ?", "^q", "^p"):
+            assert key in text
+        assert "Save the loss plot PNG" in text
+        await pilot.press("escape")
+        assert "Save the loss plot PNG" not in screen_text(app)
+
+
+async def test_the_layout_fits_80_by_24(make_app):
+    app = make_app(paused=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
+        screen = app.screen.region
+        for widget in (StatusBar, RunProgress, LossChart, SamplesLog):
+            region = app.query_one(widget).region
+            assert region.area > 0 and screen.contains_region(region), widget.__name__
+        assert app.query_one(LossChart).size.height >= 10
+        text = screen_text(app)
+        assert "tok/s" in text and "parameters · cpu" in text  # the status lines are not cut off
+        assert "Resume" in text.splitlines()[-1]  # the footer

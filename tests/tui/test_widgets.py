@@ -1,0 +1,66 @@
+"""The panels' own logic: thinning long loss histories, showing model output safely, and bad flags."""
+
+import pytest
+from textual.content import Content
+
+from core.events import Evaluated
+from minigpt_tui import cli
+from minigpt_tui.widgets import LossChart
+from minigpt_tui.widgets.loss_chart import downsample
+from minigpt_tui.widgets.samples_log import printable
+from minigpt_tui.widgets.status_bar import pack
+
+
+def test_downsampling_keeps_about_two_points_per_column_and_the_ends():
+    steps = list(range(100_000))
+    xs, ys = downsample(steps, [float(s) for s in steps], max_points=160)
+    assert 80 <= len(xs) <= 161
+    assert xs[0] == 0 and xs[-1] == 99_999 and xs == ys
+    short = list(range(50))
+    assert downsample(short, short, max_points=160) == (short, short)
+
+
+async def test_a_100k_step_history_draws_no_more_points_than_a_short_one(make_app):
+    app = make_app(paused=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        chart = app.query_one(LossChart)
+        for step in range(1, 100_001):
+            chart.add(Evaluated(1, step, step, step * 64, 10 / step**0.1, 11 / step**0.1, step / 10))
+        await pilot.pause()
+        assert "global step" in chart.render().plain  # draws
+        steps, train, val = chart.plotted_points(chart.size.width)
+        assert len(steps) == len(train) == len(val) <= 2 * chart.size.width + 1
+        assert steps[-1] == 100_000
+
+
+def test_control_characters_in_model_output_are_shown_not_obeyed():
+    assert printable("a\x1b[2Jb\x07\rc\x7f") == "a␛[2Jb␇␍c␡"
+    assert printable("two\nlines\tand a tab, [bold]markup[/] kept as text") == (
+        "two\nlines\tand a tab, [bold]markup[/] kept as text"
+    )
+
+
+def test_the_status_lines_break_between_figures_never_inside_one():
+    items = [Content("● running"), Content("epoch 3/10"), Content("global step 1,234"), Content("9.9k tok/s")]
+    assert [line.plain for line in pack(items, width=24)] == [
+        "● running  epoch 3/10",
+        "global step 1,234",
+        "9.9k tok/s",
+    ]
+    assert [line.plain for line in pack(items, width=80)] == ["● running  epoch 3/10  global step 1,234  9.9k tok/s"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--epochs", "0"], "argument --epochs: must be greater than 0"),
+        (["--preset", "huge"], "argument --preset: invalid choice"),
+        (["--lr", "x"], "argument --lr: expected a number"),
+    ],
+)
+def test_bad_flags_fail_before_the_app_opens(flags, message, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "tui_main", lambda *args: pytest.fail("the app opened"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(flags)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
