@@ -105,3 +105,14 @@ def test_snapshots_before_while_paused_and_after_training(tiny_cfg, quick_train_
 
 def test_a_checkpoint_without_progress_is_untrained_weights():
     assert WeightsVersion.from_progress(None) == WeightsVersion(0, 0, 0)
+
+
+def test_building_the_chat_model_leaves_the_training_random_stream_alone(tiny_cfg):
+    tied = replace(tiny_cfg, tie_weights=True)
+    before = torch.get_rng_state()
+    into = inference_model(tied)
+    assert torch.equal(torch.get_rng_state(), before)  # training's dropout draws from this stream
+    assert into.out_head.weight is into.tok_emb.weight  # the tie survives, so one copy fills both
+    source = GPTModel(tied).eval()
+    copy_weights(source, into)
+    assert same_weights(into, source)
