@@ -1,44 +1,15 @@
 """Copying the latest weights for the chat while training updates them on another thread."""
 
 import threading
-import time
 from dataclasses import replace
 
 import torch
+from helpers import OneParameterAtATime, make_trainer
 
 from core.checkpoint import load_model
-from core.data import create_dataloaders
 from core.events import StateChanged, StepDone
 from core.model import GPTModel
 from core.snapshot import WeightsVersion, copy_weights, inference_model, snapshot
-from core.trainer import Trainer, make_optimizer
-
-
-class OneParameterAtATime:
-    """A fake optimizer whose step k sets every parameter to k, one parameter after another with a pause
-    in between: a reader that copies without waiting for the step to end gets a mix of k - 1 and k."""
-
-    def __init__(self, model):
-        self.params = list(model.parameters())
-        self.k = 0
-
-    def zero_grad(self, set_to_none=True):
-        pass
-
-    @torch.no_grad()
-    def step(self):
-        self.k += 1
-        for p in self.params:
-            p.fill_(self.k)
-            time.sleep(0.002)
-
-
-def make_trainer(cfg, train_cfg, story, optimizer=None, on_event=lambda event: None, control=None):
-    torch.manual_seed(0)
-    model = GPTModel(cfg)
-    train_loader, val_loader = create_dataloaders(story[:6000], cfg.context_length, train_cfg.batch_size, 123)
-    optimizer = optimizer(model) if optimizer else make_optimizer(model, train_cfg)
-    return Trainer(model, optimizer, train_loader, val_loader, train_cfg, torch.device("cpu"), on_event, control)
 
 
 def same_weights(a, b) -> bool:
