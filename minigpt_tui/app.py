@@ -8,7 +8,6 @@ import functools
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 from textual import on, work
@@ -20,11 +19,10 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from core import events
 from core.config import GPTConfig, TrainConfig
 from core.control import TrainingControl
-from core.fileio import atomic_write
 from core.plotting import save_loss_plot
 from core.run import RunOutputs
 from minigpt_tui import messages
-from minigpt_tui.chat import FixedWeights, TrainerWeights
+from minigpt_tui.chat import FixedWeights, TrainerWeights, save_conversation
 from minigpt_tui.commands import TrainingCommands
 from minigpt_tui.opened_checkpoint import OpenedCheckpoint
 from minigpt_tui.training import start_training
@@ -389,15 +387,10 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         if not exchanges:
             self.notify("No prompts yet: nothing to save.", severity="warning")
             return
-        path = self.outputs.dir / time.strftime("chat-%Y%m%d-%H%M%S.txt")
-        header = f"minigpt-tui conversation, {self.sub_title}, saved {time.strftime('%Y-%m-%d %H:%M:%S')}\n\n"
-        text = header + "\n".join(exchange.as_text() for exchange in exchanges)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(path) as f:
-                f.write(text.encode())
+            path = save_conversation(exchanges, self.outputs.dir, f"minigpt-tui conversation, {self.sub_title}")
         except OSError as e:
-            message = f"{e.filename or path}: {e.strerror or e}"
+            message = f"{e.filename or self.outputs.dir}: {e.strerror or e}"
             self.notify(message, title="Could not save the conversation", severity="error", markup=False)
             return
         self.notify(f"Conversation saved to {path}", markup=False)

@@ -12,9 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from textual.message import Message
 
+from core.fileio import atomic_write
 from core.generate import END_OF_TEXT_ID, check_sampling, generate, prepare_prompt
 from core.model import GPTModel
 from core.snapshot import WeightsVersion, inference_model, snapshot
@@ -99,6 +101,18 @@ def describe(version: WeightsVersion, init: str | None) -> str:
     if version.global_step == 0 and init:
         return f"pretrained {init} weights, not fine-tuned yet"
     return str(version)
+
+
+def save_conversation(exchanges: list[Exchange], directory: Path, heading: str) -> Path:
+    """Write the exchanges to chat-DATE-TIME.txt in `directory` (atomically) and return its path; OSError if not."""
+    now = time.localtime()
+    path = directory / time.strftime("chat-%Y%m%d-%H%M%S.txt", now)
+    text = f"{heading}, saved {time.strftime('%Y-%m-%d %H:%M:%S', now)}\n\n"
+    text += "\n".join(exchange.as_text() for exchange in exchanges)
+    directory.mkdir(parents=True, exist_ok=True)  # a run writes its directory once set up; the chat may be first
+    with atomic_write(path) as f:
+        f.write(text.encode())
+    return path
 
 
 class TrainerWeights:

@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minigpt-tui",
         description="Train a GPT-2-style model from scratch and watch it learn; chat with it while it trains.",
-        epilog="Without a subcommand it opens the training app. To continue a run in it: --resume CHECKPOINT.",
+        epilog="Without a subcommand it opens the training app (in it, F1 lists the keys and i types a prompt for "
+        "the chat). To continue a run in it: --resume CHECKPOINT; to chat with a checkpoint without training: "
+        "--checkpoint PATH.",
     )
     add_training_args(parser)
     parser.add_argument(
