@@ -13,22 +13,42 @@ from core.config import GPTConfig
 
 class KVCache:
     """Keys and values of every token seen so far, one pair per block, so that generation
-    can feed the model one new token at a time instead of the whole context."""
+    can feed the model one new token at a time instead of the whole context.
+
+    They are written in place into buffers with room to spare. Appending with torch.cat would instead
+    allocate and copy everything seen so far, for every block and every new token: for 200 tokens with
+    gpt2-124m that was 5% slower on an idle 2-core CPU, and about half the speed on a busy one (as when
+    training runs beside the chat).
+    """
 
     def __init__(self, n_layers: int):
-        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.keys: list[torch.Tensor | None] = [None] * n_layers  # (B, nh, room, hs) buffers
         self.values: list[torch.Tensor | None] = [None] * n_layers
+        self.lengths = [0] * n_layers  # positions filled in each layer's buffers
 
     def __len__(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].size(2)
+        return self.lengths[0]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append the new tokens' keys and values (B, nh, T, hs); return all of them (B, nh, S, hs)."""
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        start, end = self.lengths[layer], self.lengths[layer] + k.size(2)
+        if self.keys[layer] is None or end > self.keys[layer].size(2):
+            # Double the room, so that on average each position is copied into a new buffer only once.
+            self.keys[layer] = _with_room(self.keys[layer], start, k, 2 * end)
+            self.values[layer] = _with_room(self.values[layer], start, v, 2 * end)
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        self.lengths[layer] = end
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+def _with_room(buffer: torch.Tensor | None, filled: int, like: torch.Tensor, room: int) -> torch.Tensor:
+    """A new (B, nh, room, hs) buffer holding the first `filled` positions of `buffer`."""
+    B, nh, _, hs = like.shape
+    bigger = like.new_empty(B, nh, room, hs)
+    if buffer is not None:
+        bigger[:, :, :filled] = buffer[:, :, :filled]
+    return bigger
 
 
 class CausalSelfAttention(nn.Module):

@@ -4,6 +4,8 @@
 and the reference notebook: it separates documents rather than being spelled out as plain characters.
 """
 
+import codecs
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -41,12 +43,33 @@ def text_to_token_ids(text: str, tokenizer=None, add_batch_dim: bool = True) -> 
     return ids.unsqueeze(0) if add_batch_dim else ids
 
 
-def token_ids_to_text(token_ids, tokenizer=None) -> str:
-    """Text of a 1-D or (1, n) tensor of token ids, or of a list of ids."""
+def as_id_list(token_ids) -> list[int]:
+    """One sequence of token ids as a list: from a list, or a 1-D or (1, n) tensor."""
     if isinstance(token_ids, torch.Tensor):
         if token_ids.dim() == 2 and token_ids.size(0) == 1:
             token_ids = token_ids[0]
         if token_ids.dim() != 1:
             raise ValueError(f"expected a 1-D or (1, n) tensor of token ids, got shape {tuple(token_ids.shape)}")
-        token_ids = token_ids.tolist()
-    return (tokenizer or gpt2_tokenizer()).decode(token_ids)
+        return token_ids.tolist()
+    return list(token_ids)
+
+
+def token_ids_to_text(token_ids, tokenizer=None) -> str:
+    """Text of a 1-D or (1, n) tensor of token ids, or of a list of ids."""
+    return (tokenizer or gpt2_tokenizer()).decode(as_id_list(token_ids))
+
+
+def decode_stream(token_ids: Iterable[int], tokenizer=None) -> Iterator[str]:
+    """The text of token ids arriving one by one, in pieces, as soon as each piece is whole.
+
+    One token is not always whole characters: a character such as an emoji or "é" can be split over two
+    tokens, and decoding the first alone gives U+FFFD. An incremental UTF-8 decoder holds such bytes back
+    until the character is complete, so the pieces join up to exactly `token_ids_to_text(all the ids)`.
+    """
+    tokenizer = tokenizer or gpt2_tokenizer()
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # "replace", as tiktoken's decode does
+    for token in token_ids:
+        if text := utf8.decode(tokenizer.decode_single_token_bytes(token)):
+            yield text
+    if text := utf8.decode(b"", final=True):  # bytes of a character the stream never finished
+        yield text

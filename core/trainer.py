@@ -138,7 +138,8 @@ class Trainer:
             if self.step < self.steps_per_epoch:  # --max-steps ended the run mid-epoch
                 return True
             self._sample()
-            self.epoch, self.step = self.epoch + 1, 0
+            with self.weights_lock:  # so a reader never sees the new epoch with the old epoch's step count
+                self.epoch, self.step = self.epoch + 1, 0
         return True
 
     def _steps_left_in_epoch(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:

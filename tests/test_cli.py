@@ -6,13 +6,17 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
+import torch
 
 import core.train
-from core.checkpoint import load_model
+from core import GPTModel, generate_text_simple, text_to_token_ids, token_ids_to_text
+from core.checkpoint import load_model, save_checkpoint
 from core.events import RunStarted, Tokenizing
 from core.train import LogPrinter
+from minigpt_tui import cli
 from minigpt_tui.cli import main
 
 LOG_LINE = re.compile(r"^Epoch \d+/\d+, Step \d+, Train loss: \d+\.\d{4}, Val loss: \d+\.\d{4}$")
@@ -88,11 +92,12 @@ def test_cuda_without_cuda_is_refused(capsys, monkeypatch):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
-def test_the_app_is_refused_under_torchrun_and_pointed_to_train(capsys, monkeypatch):
+@pytest.mark.parametrize("argv", [["--preset", "tiny"], ["--checkpoint", "last.pt"]])
+def test_the_app_is_refused_under_torchrun_and_pointed_to_train(capsys, monkeypatch, argv):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit) as exit_:
-        main(["--preset", "tiny"])
+        main(argv)
     assert exit_.value.code == 2
     assert "under torchrun, use `minigpt-tui train`" in capsys.readouterr().err
 
@@ -105,12 +110,12 @@ def test_python_m_core_train_names_the_model_it_trains(monkeypatch):
     assert names == ["gpt2-124m"]
 
 
-class Terminal(io.StringIO):
+class TtyBuffer(io.StringIO):
     def isatty(self):
         return True
 
 
-@pytest.mark.parametrize("progress", [Terminal(), io.StringIO()], ids=["terminal", "file"])
+@pytest.mark.parametrize("progress", [TtyBuffer(), io.StringIO()], ids=["terminal", "file"])
 def test_the_log_names_the_processes_the_steps_and_how_tokenizing_goes(progress):
     out = io.StringIO()
     log = LogPrinter("tiny", out, progress)
@@ -121,7 +126,7 @@ def test_the_log_names_the_processes_the_steps_and_how_tokenizing_goes(progress)
         "Training tiny (1,000 parameters) on cuda × 8 processes (DDP): 100 steps (3 epochs of 40 steps)",
         "books: 48,000,000 tokens, cached in /cache/x.bin",
     ]
-    if isinstance(progress, Terminal):  # redrawn in place, then the line ended
+    if isinstance(progress, TtyBuffer):  # redrawn in place, then the line ended
         assert progress.getvalue().startswith("\rTokenizing books:  25% of 200 MB, 12,000,000 tokens")
         assert progress.getvalue().endswith("\n")
     else:  # a log file gets the result only
@@ -162,3 +167,96 @@ def test_ctrl_c_stops_after_the_step_saves_and_exits_130(tmp_path, small_corpus)
     model, ckpt = load_model(tmp_path / "run" / "last.pt")
     assert ckpt["progress"]["global_step"] >= 5
     assert (tmp_path / "run" / "loss_plot.png").is_file()
+
+
+# --- generate: sampling flags and streaming ---
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_cfg):
+    torch.manual_seed(0)
+    model = GPTModel(tiny_cfg)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": asdict(tiny_cfg)})
+    return path
+
+
+class Terminal:
+    """Stands in for stdout, remembering each write and flush in order."""
+
+    def __init__(self):
+        self.log = []
+
+    def write(self, text):
+        if text:
+            self.log.append(text)
+
+    def flush(self):
+        self.log.append(FLUSH)
+
+    def text(self):
+        return "".join(entry for entry in self.log if entry is not FLUSH)
+
+
+FLUSH = object()
+
+
+def generate_cli(monkeypatch, *args) -> tuple[int, Terminal]:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    return main(["generate", *args, "--device", "cpu"]), terminal
+
+
+def test_generate_streams_the_greedy_continuation_piece_by_piece(monkeypatch, tiny_checkpoint):
+    prompt = "Every effort moves you"
+    code, terminal = generate_cli(monkeypatch, prompt, "--checkpoint", str(tiny_checkpoint), "--max-new-tokens", "12")
+    assert code == 0
+    model, _ = load_model(tiny_checkpoint)
+    new_ids = generate_text_simple(model, text_to_token_ids(prompt), 12, model.cfg.context_length)
+    assert terminal.text() == prompt + token_ids_to_text(new_ids) + "\n"  # today's greedy output
+    pieces = [entry for entry in terminal.log if entry is not FLUSH]
+    assert len(pieces) >= 12 and terminal.log[-1] == "\n"
+    assert terminal.log[1:-1:2] == [FLUSH] * (len(pieces) - 1)  # the prompt and each new piece, flushed at once
+
+
+def test_generate_prints_characters_split_across_tokens_whole(monkeypatch, tiny_checkpoint):
+    reply = " 日本語 😀 café"
+    monkeypatch.setattr(cli, "generate", lambda *args: iter(text_to_token_ids(reply)[0].tolist()))
+    code, terminal = generate_cli(monkeypatch, "Say", "--checkpoint", str(tiny_checkpoint))
+    assert code == 0 and terminal.text() == "Say" + reply + "\n"
+
+
+def test_seeded_sampling_from_the_command_line_is_reproducible(monkeypatch, tiny_checkpoint):
+    def sample(*flags):
+        return generate_cli(monkeypatch, "Hi", "--checkpoint", str(tiny_checkpoint), "--max-new-tokens", "15", *flags)
+
+    first, again = sample("--temperature", "1", "--seed", "7"), sample("--temperature", "1", "--seed", "7")
+    assert first[0] == 0 and first[1].text() == again[1].text()
+    assert first[1].text() != sample("--temperature", "1", "--seed", "8")[1].text()
+    assert first[1].text() != sample()[1].text()  # not greedy
+    assert sample("--temperature", "0.8", "--top-k", "40", "--top-p", "0.9", "--seed", "1")[0] == 0
+
+
+def test_a_prompt_longer_than_the_context_is_cropped_with_a_note(monkeypatch, tiny_checkpoint, capsys):
+    prompt = "word " * 100  # 100 tokens, context 32
+    code, terminal = generate_cli(monkeypatch, prompt, "--checkpoint", str(tiny_checkpoint), "--max-new-tokens", "3")
+    assert code == 0 and terminal.text().startswith(prompt)
+    assert "the prompt is longer than the model's context; using its last 32 tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--temperature", "-1"], "argument --temperature: temperature must be 0 (greedy) or more, got -1.0"),
+        (["--temperature", "nan"], "temperature must be 0 (greedy) or more"),
+        (["--top-k", "0"], "top-k must be at least 1, got 0"),
+        (["--top-p", "0"], "top-p must be greater than 0 and at most 1, got 0.0"),
+        (["--top-p", "1.01"], "top-p must be greater than 0 and at most 1, got 1.01"),
+        (["--top-k", "many"], "argument --top-k: expected a number, got 'many'"),
+    ],
+)
+def test_bad_sampling_flags_exit_2_before_loading_anything(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "hi", "--checkpoint", "missing.pt", *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

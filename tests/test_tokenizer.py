@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core import text_to_token_ids, token_ids_to_text
-from core.tokenizer import gpt2_tokenizer
+from core.tokenizer import decode_stream, gpt2_tokenizer
 
 
 def test_gpt2_ids_for_a_known_phrase():
@@ -47,3 +47,19 @@ def test_tokenizer_is_built_once_and_has_gpt2s_vocabulary():
 def test_a_custom_tokenizer_can_be_passed():
     tok = gpt2_tokenizer()
     assert token_ids_to_text(text_to_token_ids("abc", tokenizer=tok), tokenizer=tok) == "abc"
+
+
+def test_streamed_text_holds_back_characters_split_across_tokens():
+    text = "Café 😀 日本語 <|endoftext|> done"
+    ids = text_to_token_ids(text, add_batch_dim=False).tolist()
+    assert any("\ufffd" in token_ids_to_text([i]) for i in ids)  # some tokens are only part of a character
+    pieces = list(decode_stream(ids))
+    assert "".join(pieces) == text and not any("\ufffd" in piece for piece in pieces)
+    assert len(pieces) > 5  # streamed, not decoded once at the end
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_streamed_text_equals_decoding_all_at_once_even_for_broken_utf8(seed):
+    ids = torch.randint(0, 50257, (60,), generator=torch.Generator().manual_seed(seed)).tolist()
+    ids += text_to_token_ids("😀", add_batch_dim=False).tolist()[:1]  # end in the middle of a character
+    assert "".join(decode_stream(ids)) == token_ids_to_text(ids)

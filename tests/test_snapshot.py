@@ -1,0 +1,89 @@
+"""Copying the latest weights for the chat while training updates them on another thread."""
+
+import threading
+from dataclasses import replace
+
+import torch
+from helpers import OneParameterAtATime, make_trainer
+
+from core.checkpoint import load_model
+from core.events import StateChanged, StepDone
+from core.model import GPTModel
+from core.snapshot import WeightsVersion, copy_weights, inference_model, snapshot
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_a_snapshot_never_holds_half_updated_weights(tiny_cfg, quick_train_cfg, story):
+    trainer = make_trainer(tiny_cfg, replace(quick_train_cfg, eval_freq=100), story, OneParameterAtATime)
+    initial = {name: t.clone() for name, t in trainer.model.state_dict().items()}
+    into = inference_model(tiny_cfg)
+    training = threading.Thread(target=trainer.run)
+    training.start()
+    seen, torn = set(), []
+    while training.is_alive():
+        version = snapshot(trainer, into)
+        k = version.global_step
+        expected = initial if k == 0 else {name: torch.full_like(t, k) for name, t in initial.items()}
+        if not all(torch.equal(t, expected[name]) for name, t in into.state_dict().items()):
+            torn.append(k)
+        seen.add(k)
+    training.join()
+    assert torn == []
+    assert len(seen - {0}) >= 5  # snapshots really were taken all through training
+    assert snapshot(trainer, into) == WeightsVersion(epoch=1, step=0, global_step=20)
+
+
+def test_snapshots_before_while_paused_and_after_training(tiny_cfg, quick_train_cfg, story, tmp_path):
+    now_paused = threading.Event()
+
+    def pause_after_step_3(event):
+        if isinstance(event, StepDone) and event.global_step == 3:
+            trainer.control.pause()
+        if isinstance(event, StateChanged) and event.state == "paused":
+            now_paused.set()
+
+    trainer = make_trainer(tiny_cfg, replace(quick_train_cfg, eval_freq=100), story, on_event=pause_after_step_3)
+    into = inference_model(tiny_cfg)
+
+    before = snapshot(trainer, into)
+    assert before == WeightsVersion(0, 0, 0) and str(before) == "untrained weights"
+    assert same_weights(into, trainer.model)
+
+    training = threading.Thread(target=trainer.run)
+    training.start()
+    assert now_paused.wait(timeout=60)
+    paused = snapshot(trainer, into)  # returns while the trainer waits: the lock is not held during a pause
+    assert paused == WeightsVersion(0, 3, 3) and str(paused) == "epoch 1, step 3 (step 3 overall)"
+    assert same_weights(into, trainer.model)
+    assert not same_weights(into, make_trainer(tiny_cfg, quick_train_cfg, story).model)  # trained, not initial
+
+    trainer.control.resume()
+    training.join(timeout=120)
+    after = snapshot(trainer, into)
+    assert after == WeightsVersion(1, 0, 20) and str(after) == "end of epoch 1 (step 20)"
+    assert same_weights(into, trainer.model)
+    assert not into.training and not any(p.requires_grad for p in into.parameters())
+
+    trainer.save_checkpoint(tmp_path / "last.pt")
+    model, ckpt = load_model(tmp_path / "last.pt")
+    assert WeightsVersion.from_progress(ckpt["progress"]) == after
+    copy_weights(model, into)  # no trainer: chat from a checkpoint's model
+    assert same_weights(into, trainer.model)
+
+
+def test_a_checkpoint_without_progress_is_untrained_weights():
+    assert WeightsVersion.from_progress(None) == WeightsVersion(0, 0, 0)
+
+
+def test_building_the_chat_model_leaves_the_training_random_stream_alone(tiny_cfg):
+    tied = replace(tiny_cfg, tie_weights=True)
+    before = torch.get_rng_state()
+    into = inference_model(tied)
+    assert torch.equal(torch.get_rng_state(), before)  # training's dropout draws from this stream
+    assert into.out_head.weight is into.tok_emb.weight  # the tie survives, so one copy fills both
+    source = GPTModel(tied).eval()
+    copy_weights(source, into)
+    assert same_weights(into, source)
