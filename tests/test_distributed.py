@@ -11,6 +11,7 @@ import json
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from core.data import create_dataloaders, read_corpus, token_dataloaders
 from core.events import Evaluated, Failed, Finished, StepDone
 from core.model import GPTModel
 from core.run import TrainingRun
+from core.snapshot import inference_model, snapshot
 from core.tokenizer import encode
 from core.trainer import Trainer
 
@@ -50,7 +52,8 @@ def one_of_two_processes(rank, port, cfg, stop_after_step, results_dir):
         if isinstance(event, StepDone) and event.global_step == stop_after_step:
             control.stop()  # only process 0 hears of it: the other one must stop at the same step anyway
 
-    result = TrainingRun(NO_DROPOUT, cfg, on_event, control).run()
+    run = TrainingRun(NO_DROPOUT, cfg, on_event, control)
+    result = run.run()
     record = {
         "result": type(result).__name__,
         "completed": getattr(result, "completed", None),
@@ -59,6 +62,12 @@ def one_of_two_processes(rank, port, cfg, stop_after_step, results_dir):
         "evaluations": evaluations(events),
         "events": len(events),
     }
+    if rank == 0:  # the chat's copy of the weights (core.snapshot) is the plain model's, as in the checkpoint
+        chat_model = inference_model(NO_DROPOUT)
+        version = snapshot(run.trainer, chat_model)
+        saved = load_checkpoint(Path(cfg.out_dir) / "last.pt")["model"]
+        same = all(torch.equal(tensor, saved[name]) for name, tensor in chat_model.state_dict().items())
+        record["snapshot"] = [version.global_step, same]
     (results_dir / f"rank{rank}.json").write_text(json.dumps(record))
 
 
@@ -95,6 +104,7 @@ def test_two_processes_train_as_one_with_the_same_batch_and_one_can_resume_their
     assert (first["result"], first["completed"], first["global_step"]) == ("Finished", False, 7)
     assert (second["result"], second["completed"], second["global_step"]) == ("Finished", False, 7)
     assert second["events"] == 0
+    assert first["snapshot"] == [7, True]
     checkpoint = tmp_path / "two" / "last.pt"
     assert load_checkpoint(checkpoint)["progress"]["global_step"] == 7
     load_model(checkpoint)  # plain parameter names, without DDP's "module." prefix
