@@ -43,7 +43,7 @@ class TrainConfig:
     lr: float = 4e-4
     weight_decay: float = 0.1
     eval_freq: int = 5  # evaluate every this many optimizer steps
-    eval_batches: int = 5  # batches of train and of val data per evaluation
+    eval_batches: int = 5  # batches of train and of val data per evaluation (of a whole step: × grad_accum)
     seed: int = 123
     device: str = "auto"  # auto = cuda, then mps, then cpu
     data: str | None = None  # corpus file or directory; None = the bundled data/the-verdict.txt

@@ -114,7 +114,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the model's)"
     )
     parser.add_argument("--eval-freq", type=positive(int), metavar="STEPS", help=f"default: {d.eval_freq}")
-    parser.add_argument("--eval-batches", type=positive(int), metavar="N", help=f"default: {d.eval_batches}")
+    parser.add_argument(
+        "--eval-batches",
+        type=positive(int),
+        metavar="N",
+        help=f"batches of train and of val text per evaluation, each as big as a step's (default: {d.eval_batches})",
+    )
     parser.add_argument("--seed", type=_non_negative_int, help=f"default: {d.seed}")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
     parser.add_argument("--out", metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})")

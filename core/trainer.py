@@ -224,10 +224,13 @@ class Trainer:
         )
 
     def evaluate(self) -> tuple[float, float]:
-        """(train loss, val loss), each averaged over `eval_batches` batches, with dropout off."""
+        """(train loss, val loss), each averaged over `eval_batches` steps' worth of batches, with dropout off."""
         self.model.eval()
-        train_loss = mean_loss(self.model, self.train_eval_loader, self.cfg.eval_batches, self.device)
-        val_loss = mean_loss(self.model, self.val_loader, self.cfg.eval_batches, self.device)
+        # The windows of eval_batches optimizer steps, however a step is split between processes and micro-batches:
+        # so a run resumed with another split (e.g. --grad-accum doubled on one process) measures the same ones.
+        batches = self.cfg.eval_batches * self.cfg.grad_accum
+        train_loss = mean_loss(self.model, self.train_eval_loader, batches, self.device)
+        val_loss = mean_loss(self.model, self.val_loader, batches, self.device)
         self.model.train()
         # Each process measured its own share of the batches: the run's loss is their average.
         return self.dist.mean(train_loss, self.device), self.dist.mean(val_loss, self.device)

@@ -87,7 +87,8 @@ def losses(events):
 
 def test_two_processes_train_as_one_with_the_same_batch_and_one_can_resume_their_checkpoint(short_train_cfg, tmp_path):
     # 4 sequences per step: 1 process × batch 2 × 2 micro-batches, 2 processes × batch 1 × 2 micro-batches,
-    # then 1 process × batch 1 × 4 micro-batches. Evaluation sees eval_batches × batch × processes windows: 2.
+    # then 1 process × batch 1 × 4 micro-batches. Evaluation sees the windows of eval_batches steps, 4, whichever
+    # the split.
     cfg = replace(short_train_cfg, eval_freq=3, eval_batches=1, save_every=None)
     _, one_events = train(replace(cfg, batch_size=2, grad_accum=2, out_dir=str(tmp_path / "one")), model_cfg=NO_DROPOUT)
     one = losses(one_events)
@@ -109,10 +110,12 @@ def test_two_processes_train_as_one_with_the_same_batch_and_one_can_resume_their
     assert load_checkpoint(checkpoint)["progress"]["global_step"] == 7
     load_model(checkpoint)  # plain parameter names, without DDP's "module." prefix
 
-    resumed_cfg = replace(ddp_cfg, grad_accum=4, eval_batches=2, resume=str(checkpoint))
+    resumed_cfg = replace(ddp_cfg, grad_accum=4, resume=str(checkpoint))
     _, resumed_events = train(resumed_cfg, model_cfg=NO_DROPOUT)
     assert isinstance(resumed_events[-1], Finished) and resumed_events[-1].completed
     assert losses(resumed_events) == pytest.approx(one[7:], abs=TOLERANCE)
+    [resumed_evaluation] = evaluations(resumed_events)  # step 9: the curve goes on where the processes left it
+    assert resumed_evaluation == pytest.approx(evaluations(one_events)[2], abs=TOLERANCE)
 
 
 def step_windows(loaders, grad_accum, steps=3):
