@@ -37,14 +37,17 @@ def preset_name(cfg: GPTConfig) -> str:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
-    batch_size: int = 2
+    max_steps: int | None = None  # stop after this many optimizer steps in all, instead of after `epochs`
+    batch_size: int = 2  # sequences per micro-batch, in each process
+    grad_accum: int = 1  # micro-batches per optimizer step: a step sees batch_size × grad_accum × processes
     lr: float = 4e-4
     weight_decay: float = 0.1
     eval_freq: int = 5  # evaluate every this many optimizer steps
-    eval_batches: int = 5  # batches of train and of val data per evaluation
+    eval_batches: int = 5  # batches of train and of val data per evaluation (of a whole step: × grad_accum)
     seed: int = 123
     device: str = "auto"  # auto = cuda, then mps, then cpu
-    data: str | None = None  # corpus file; None = the bundled data/the-verdict.txt
+    data: str | None = None  # corpus file or directory; None = the bundled data/the-verdict.txt
+    token_cache: str | None = None  # where large corpora are tokenized to; None = core.token_cache.default_cache_dir()
     init: str | None = None  # pretrained weights to start from (a GPT-2 size or a model.safetensors); None = random
     out_dir: str = "results"
     sample_prompt: str = "Every effort moves you"

@@ -1,26 +1,72 @@
-"""The corpus: read it safely, split it 90/10 into train and val, and serve (input, target) windows."""
+"""The corpus: read it safely, split it 90/10 into train and val, and serve (input, target) windows.
+
+A corpus is one UTF-8 text file or a directory of them. Up to LARGE_CORPUS_BYTES it is read into memory and
+trained in epochs over non-overlapping windows, shuffled each epoch; a larger one is tokenized once into the
+token cache (core/token_cache.py) and trained on windows starting at random places in it.
+"""
 
 import hashlib
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from core.tokenizer import ASSETS, encode
+from core.tokenizer import ASSETS, END_OF_TEXT, encode
 
 DEFAULT_CORPUS = ASSETS / "the-verdict.txt"  # the same file as the repo's data/the-verdict.txt
 TRAIN_RATIO = 0.9
+# Corpora up to this size (all their files together) are read into memory and tokenized at each start: at ~4
+# bytes a token, 10 MB is ~2.5M tokens, which takes a few seconds to tokenize and a few hundred MB while it is
+# done. Larger ones go through the token cache.
+LARGE_CORPUS_BYTES = 10_000_000
 
 
 class CorpusError(ValueError):
     """The corpus cannot be trained on; the message names the file and what is wrong."""
 
 
-def read_corpus(path: str | Path | None) -> str:
-    """The corpus as text (the bundled story when `path` is None), or a CorpusError saying why not."""
+def corpus_files(path: str | Path | None) -> list[Path]:
+    """The text files of a corpus: the file itself (the bundled story when `path` is None), or every `.txt` file
+    under a directory, in subdirectories too, in the order of their paths; hidden files and directories are
+    skipped."""
     path = Path(path) if path is not None else DEFAULT_CORPUS
-    if path.is_dir():
-        raise CorpusError(f"{path}: is a directory; give the path of a UTF-8 text file")
+    if not path.is_dir():
+        return [path]
+    files = sorted(
+        p
+        for p in path.rglob("*.txt")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise CorpusError(f"{path}: is a directory with no .txt files in it (nor in its subdirectories)")
+    return files
+
+
+def is_large(files: list[Path]) -> bool:
+    """Whether the corpus goes through the token cache. A file that cannot be examined is left to the reading to
+    explain."""
+    try:
+        return sum(f.stat().st_size for f in files) > LARGE_CORPUS_BYTES
+    except OSError:
+        return False
+
+
+def read_corpus(path: str | Path | None) -> str:
+    """The corpus as text (the bundled story when `path` is None), or a CorpusError saying why not.
+
+    The files of a directory are joined with `<|endoftext|>` between them, as separate documents; empty ones
+    are skipped.
+    """
+    path = Path(path) if path is not None else DEFAULT_CORPUS
+    if not path.is_dir():
+        return _read_text(path)
+    texts = [text for f in corpus_files(path) if (text := _read_text(f, empty_ok=True))]
+    if not any(text.strip() for text in texts):
+        raise CorpusError(f"{path}: its .txt files are empty" + (" (only whitespace)" if texts else ""))
+    return END_OF_TEXT.join(texts)
+
+
+def _read_text(path: Path, empty_ok: bool = False) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -33,7 +79,7 @@ def read_corpus(path: str | Path | None) -> str:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise CorpusError(f"{path}: is not UTF-8 text (invalid byte at offset {e.start})") from None
-    if not text.strip():
+    if not text.strip() and not empty_ok:
         raise CorpusError(f"{path}: is empty" + (" (only whitespace)" if text else ""))
     return text
 
@@ -52,37 +98,98 @@ class TokenWindows(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = i * self.stride
-        window = self.tokens[start : start + self.context_length + 1]
+        window = self.tokens[start : start + self.context_length + 1].long()  # cached tokens are uint16
         return window[:-1], window[1:]
+
+    def non_overlapping(self) -> "TokenWindows":
+        """The same tokens cut into windows that do not overlap (for evaluation)."""
+        return TokenWindows(self.tokens, self.context_length, stride=self.context_length)
 
 
 def create_dataloaders(
-    text: str, context_length: int, batch_size: int, seed: int, source: str = "the corpus"
+    text: str,
+    context_length: int,
+    batch_size: int,
+    seed: int,
+    source: str = "the corpus",
+    rank: int = 0,
+    world_size: int = 1,
+    grad_accum: int = 1,
 ) -> tuple[DataLoader, DataLoader]:
-    """Train loader (shuffled per epoch from `seed`, incomplete last batch dropped) and val loader (in order)."""
+    """Train loader (shuffled per epoch from `seed`, incomplete last batch dropped) and val loader (in order),
+    for process `rank` of `world_size` (each takes its own share of every batch)."""
     split = int(TRAIN_RATIO * len(text))
     train_ids = torch.tensor(encode(text[:split]), dtype=torch.long)
     val_ids = torch.tensor(encode(text[split:]), dtype=torch.long)
     train_set = TokenWindows(train_ids, context_length, stride=context_length)
     val_set = TokenWindows(val_ids, context_length, stride=context_length)
-    longest_fit = min((len(train_ids) - 1) // batch_size, len(val_ids) - 1)  # stride = context length
-    _check_fits(train_set, batch_size, "training part (first 90%)", source, longest_fit)
-    _check_fits(val_set, 1, "validation part (last 10%)", source, longest_fit)
-    # DistributedSampler with one replica is a seeded per-epoch shuffle: the order of epoch e depends only on
-    # (seed, e), which keeps resuming exact; with several processes it hands each a distinct shard.
-    sampler = DistributedSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    _check_sizes(train_set, val_set, batch_size * grad_accum * world_size, source)
+    # DistributedSampler is a seeded per-epoch shuffle: the order of epoch e depends only on (seed, e), which
+    # keeps resuming exact. Each process takes every world_size-th window from its rank on, so a step's batch
+    # holds the same windows however it is split between processes and accumulated micro-batches.
+    sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=seed, drop_last=True)
     # Each loader has its own generator: starting to iterate a DataLoader draws a number from its generator, by
     # default the global one that dropout uses, so evaluating or resuming mid-epoch would shift the dropout masks
     # and a resumed run would no longer match an uninterrupted one.
     train_loader = DataLoader(
         train_set, batch_size=batch_size, sampler=sampler, drop_last=True, generator=torch.Generator()
     )
-    return train_loader, sequential_loader(val_set, batch_size)
+    return train_loader, sequential_loader(val_set, batch_size, rank, world_size)
 
 
-def sequential_loader(windows: Dataset, batch_size: int) -> DataLoader:
-    """The same batches in the same order each time (for evaluation); it leaves the global RNG alone too."""
-    return DataLoader(windows, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+def token_dataloaders(
+    tokens: torch.Tensor,
+    context_length: int,
+    batch_size: int,
+    seed: int,
+    source: str,
+    rank: int = 0,
+    world_size: int = 1,
+    grad_accum: int = 1,
+) -> tuple[DataLoader, DataLoader]:
+    """Loaders for a large corpus's cached tokens: the first 90% trains on windows that start anywhere, drawn
+    at random; the last 10% validates, in order. An epoch draws one pass worth of windows."""
+    split = int(TRAIN_RATIO * len(tokens))
+    train_set = TokenWindows(tokens[:split], context_length, stride=1)
+    val_set = TokenWindows(tokens[split:], context_length, stride=context_length)
+    sequences_per_step = batch_size * grad_accum * world_size
+    _check_sizes(train_set.non_overlapping(), val_set, sequences_per_step, source)
+    windows_per_epoch = split // context_length
+    sampler = RandomWindows(len(train_set), windows_per_epoch, seed, rank, world_size)
+    train_loader = DataLoader(
+        train_set, batch_size=batch_size, sampler=sampler, drop_last=True, generator=torch.Generator()
+    )
+    return train_loader, sequential_loader(val_set, batch_size, rank, world_size)
+
+
+class RandomWindows(Sampler[int]):
+    """`per_epoch` window indices drawn at random (with replacement) for each epoch, from (seed, epoch) alone, as
+    DistributedSampler does; process `rank` takes every `world_size`-th of them from its rank on."""
+
+    def __init__(self, num_windows: int, per_epoch: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.num_windows, self.seed, self.rank, self.world_size = num_windows, seed, rank, world_size
+        self.draws = per_epoch  # whatever the number of processes, so that they share out the same windows
+        self.per_epoch = per_epoch - per_epoch % world_size  # the same number for every process
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        starts = torch.randint(self.num_windows, (self.draws,), generator=generator)[: self.per_epoch]
+        return map(int, starts[self.rank :: self.world_size].numpy())  # not a list: millions of Python ints
+
+    def __len__(self) -> int:
+        return self.per_epoch // self.world_size
+
+
+def sequential_loader(windows: Dataset, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """The same batches in the same order each time (for evaluation), each process taking every world_size-th
+    window; it leaves the global RNG alone too."""
+    sampler = DistributedSampler(windows, world_size, rank, shuffle=False)
+    return DataLoader(windows, batch_size=batch_size, sampler=sampler, generator=torch.Generator())
 
 
 def fingerprint(*windows: TokenWindows) -> str:
@@ -90,8 +197,14 @@ def fingerprint(*windows: TokenWindows) -> str:
     digest = hashlib.sha256()
     for w in windows:
         digest.update(f"{len(w.tokens)} tokens:".encode())
-        digest.update(w.tokens.numpy().tobytes())
+        digest.update(w.tokens.numpy())  # read in place: cached tokens are a memory map
     return digest.hexdigest()
+
+
+def _check_sizes(train_set: TokenWindows, val_set: TokenWindows, sequences_per_step: int, source: str) -> None:
+    longest_fit = min((len(train_set.tokens) - 1) // sequences_per_step, len(val_set.tokens) - 1)  # stride = context
+    _check_fits(train_set, sequences_per_step, "training part (first 90%)", source, longest_fit)
+    _check_fits(val_set, 1, "validation part (last 10%)", source, longest_fit)
 
 
 def _check_fits(windows: TokenWindows, min_windows: int, part: str, source: str, longest_fit: int) -> None:

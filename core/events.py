@@ -13,6 +13,20 @@ class RunStarted:
     # A resumed run's evaluations and samples before this session, so a chart can show the whole run.
     history: tuple["Evaluated", ...] = ()
     samples: tuple["EpochSampled", ...] = ()
+    max_steps: int | None = None  # the run ends at this global step (mid-epoch), when --max-steps is given
+    world_size: int = 1  # training processes (torchrun); this event comes from the first one only
+
+
+@dataclass(frozen=True)
+class Tokenizing:
+    """Progress of tokenizing a large corpus into the token cache (once per corpus: later runs read the cache).
+    The last one, done_bytes == total_bytes, also comes when the tokens were already cached."""
+
+    source: str
+    done_bytes: int
+    total_bytes: int
+    tokens: int  # so far
+    cache_path: str
 
 
 @dataclass(frozen=True)

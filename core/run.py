@@ -10,16 +10,27 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from core.checkpoint import load_checkpoint
 from core.config import GPTConfig, TrainConfig
 from core.control import TrainingControl
-from core.data import DEFAULT_CORPUS, CorpusError, create_dataloaders, read_corpus
-from core.events import EpochSampled, Evaluated, Failed, Finished
+from core.data import (
+    DEFAULT_CORPUS,
+    CorpusError,
+    corpus_files,
+    create_dataloaders,
+    is_large,
+    read_corpus,
+    token_dataloaders,
+)
+from core.distributed import Distributed, from_environment, process_group
+from core.events import EpochSampled, Evaluated, Failed, Finished, Tokenizing
 from core.fileio import atomic_write, remove_leftover_temp_files
 from core.model import GPTModel
 from core.plotting import save_loss_plot
 from core.pretrained import load_pretrained
+from core.token_cache import CACHE_DIR_ENV, cache_path, default_cache_dir, load_tokens, tokenize_files
 from core.trainer import Trainer, TrainingError, make_optimizer
 
 
@@ -106,6 +117,8 @@ class TrainingRun:
 
     With `train_cfg.resume` set, it continues the run saved in that checkpoint (see `Trainer.load_state_dict`).
     `run()` blocks until training ends; `trainer` is set once training has been set up.
+    Started by torchrun, it is one of several processes (see core/distributed.py): only the first one (rank 0)
+    reports events and writes the run's files, but all of them return the result.
     """
 
     def __init__(
@@ -114,27 +127,25 @@ class TrainingRun:
         train_cfg: TrainConfig,
         on_event: Callable[[object], None],
         control: TrainingControl | None = None,
+        distributed: Distributed | None = None,
     ):
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
+        self.dist = distributed or from_environment()
         self.on_event = on_event
         self.control = control or TrainingControl()
         self.outputs = RunOutputs(train_cfg.out_dir)
         self.trainer: Trainer | None = None
 
     def _emit(self, event) -> None:
-        self.outputs.record(event)
-        self.on_event(event)
+        if self.dist.is_main:
+            self.outputs.record(event)
+            self.on_event(event)
 
-    def _setup(self) -> Trainer:
-        cfg = self.train_cfg
-        device = resolve_device(cfg.device)
+    def _setup(self, device: torch.device) -> Trainer:
+        cfg, main = self.train_cfg, self.dist.is_main
         checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
-        text = read_corpus(cfg.data)
-        source = str(cfg.data or DEFAULT_CORPUS)
-        train_loader, val_loader = create_dataloaders(
-            text, self.model_cfg.context_length, cfg.batch_size, cfg.seed, source
-        )
-        torch.manual_seed(cfg.seed)
+        train_loader, val_loader = self._data_loaders()
+        torch.manual_seed(cfg.seed)  # the same in every process: they start from the same weights
         if cfg.init and not cfg.resume:  # fine-tuning: the model config is the pretrained one (pretrained_config)
             model = load_pretrained(cfg.init, self.model_cfg, device)
         else:
@@ -149,21 +160,65 @@ class TrainingRun:
             device,
             self._emit,
             self.control,
-            self.outputs.checkpoint,
-            self.outputs.best,
+            self.outputs.checkpoint if main else None,
+            self.outputs.best if main else None,
+            self.dist,
         )
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, cfg.resume)
-        self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
+        self.dist.seed_dropout(cfg.seed, trainer.global_step)
+        if main:
+            self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
         return trainer
+
+    def _data_loaders(self) -> tuple[DataLoader, DataLoader]:
+        """Train and val loaders for this process: a small corpus from memory, a large one from the token cache."""
+        cfg, dist = self.train_cfg, self.dist
+        source = str(cfg.data or DEFAULT_CORPUS)
+        files = corpus_files(cfg.data)
+        args = (self.model_cfg.context_length, cfg.batch_size, cfg.seed, source)
+        shares = {"rank": dist.rank, "world_size": dist.world_size, "grad_accum": cfg.grad_accum}
+        if is_large(files):
+            return token_dataloaders(self._cached_tokens(files, source), *args, **shares)
+        return create_dataloaders(read_corpus(cfg.data), *args, **shares)
+
+    def _cached_tokens(self, files: list[Path], source: str) -> torch.Tensor:
+        """The corpus's tokens from the cache, tokenizing it first if it is not there yet (one process per machine
+        does that while the others wait)."""
+        cache_dir = Path(self.train_cfg.token_cache) if self.train_cfg.token_cache else default_cache_dir()
+        path = cache_path(files, Path(source), cache_dir)
+
+        def report(done_bytes: int, total_bytes: int, tokens: int) -> None:
+            if self.control.stop_requested:
+                raise TrainingError(f"stopped while tokenizing {source}; nothing was trained, and nothing cached")
+            if done_bytes < total_bytes:  # the last report comes below, once the tokens are there
+                self._emit(Tokenizing(source, done_bytes, total_bytes, tokens, str(path)))
+
+        if self.dist.local_rank == 0 and not path.exists():
+            try:
+                tokenize_files(files, path, report)
+            except OSError as e:
+                raise OSError(
+                    f"cannot write the token cache {path} ({e.strerror or e}); choose another place with "
+                    f"--token-cache DIR or ${CACHE_DIR_ENV}"
+                ) from None
+        self.dist.barrier()
+        tokens = load_tokens(path)
+        total_bytes = sum(f.stat().st_size for f in files)
+        self._emit(Tokenizing(source, total_bytes, total_bytes, len(tokens), str(path)))
+        return tokens
 
     def run(self) -> Finished | Failed:
         try:
-            self.trainer = trainer = self._setup()
-            completed = trainer.run()
-            trainer.save_checkpoint(self.outputs.checkpoint)
-            self._save_plot()
-            epoch = trainer.epoch if completed else trainer.epoch + 1
+            device = self.dist.device(resolve_device(self.train_cfg.device))
+            with process_group(self.dist, device):
+                self.trainer = trainer = self._setup(device)
+                completed = trainer.run()
+                if self.dist.is_main:
+                    trainer.save_checkpoint(self.outputs.checkpoint)
+                    self._save_plot()
+            # The epoch under way (1-based) when stopped or ended mid-epoch by --max-steps, else the epochs done.
+            epoch = trainer.epoch + 1 if not completed or trainer.step else trainer.epoch
             result = Finished(
                 completed, epoch, trainer.step, trainer.global_step, trainer.elapsed(), self.outputs.written()
             )
@@ -171,6 +226,10 @@ class TrainingRun:
             result = Failed(str(e))
         except torch.cuda.OutOfMemoryError:
             result = Failed(self._out_of_memory_message())
+        except torch.distributed.DistError as e:  # a collective failed: another process is gone
+            result = Failed(f"another training process failed or was stopped; this one stops too ({e})")
+        if not self.dist.is_main:
+            return result
         if isinstance(result, Failed) and self.trainer is not None:
             with contextlib.suppress(OSError):
                 self._save_plot()  # the curve so far is still worth having; the checkpoint is left as it was

@@ -10,21 +10,38 @@ import math
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from core.checkpoint import CheckpointError, load_checkpoint, model_config_from, train_config_from
 from core.config import KEPT_ON_RESUME, PRESETS, GPTConfig, TrainConfig, preset, preset_name
 from core.control import TrainingControl
-from core.events import EpochSampled, Evaluated, Failed, RunStarted
+from core.data import LARGE_CORPUS_BYTES
+from core.events import EpochSampled, Evaluated, Failed, RunStarted, Tokenizing
 from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
 from core.run import TrainingRun, resolve_device
+from core.token_cache import CACHE_DIR_ENV, default_cache_dir
 
 DEFAULT_PRESET = "gpt2-124m"
 # With --resume, the run's settings come from the checkpoint; of the training flags only these may change
 # (how long and where it runs, how often it is measured and saved, and the learning rate). --data may point
 # at the same text in another place. See configs_from_args.
-CHANGEABLE_ON_RESUME = ("epochs", "lr", "eval_freq", "eval_batches", "save_every", "device", "out_dir", "data")
+# --grad-accum may change as long as the micro-batches per step stay the same (e.g. one process accumulating what
+# two computed): Trainer.load_state_dict checks that.
+CHANGEABLE_ON_RESUME = (
+    "epochs",
+    "max_steps",
+    "lr",
+    "eval_freq",
+    "eval_batches",
+    "save_every",
+    "device",
+    "out_dir",
+    "data",
+    "token_cache",
+    "grad_accum",
+)
 
 
 def positive(kind):
@@ -55,7 +72,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     # defaults are TrainConfig's, or the checkpoint's).
     d = TrainConfig()
     parser.add_argument(
-        "--data", metavar="PATH", help="UTF-8 text file to train on (default: the bundled data/the-verdict.txt)"
+        "--data",
+        metavar="PATH",
+        help="UTF-8 text file to train on, or a directory of .txt files (subdirectories included); above "
+        f"{LARGE_CORPUS_BYTES // 1_000_000} MB it is tokenized once into the token cache "
+        "(default: the bundled data/the-verdict.txt)",
     )
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--preset", choices=list(PRESETS), help=f"model size (default: {DEFAULT_PRESET})")
@@ -65,17 +86,48 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         help=f"start from pretrained weights: {', '.join(HUB_MODELS)} (downloaded once), "
         "or a local model.safetensors or its directory",
     )
-    parser.add_argument("--epochs", type=positive(int), help=f"default: {d.epochs}")
-    parser.add_argument("--batch-size", type=positive(int), help=f"default: {d.batch_size}")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument(
+        "--epochs",
+        type=positive(int),
+        help=f"passes over the training text (for a large corpus: as many random windows as one pass holds); "
+        f"default: {d.epochs}",
+    )
+    length.add_argument(
+        "--max-steps",
+        type=positive(int),
+        metavar="N",
+        help="train N optimizer steps in all instead, ending mid-epoch if that is where step N falls",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive(int), help=f"sequences per micro-batch in each process (default: {d.batch_size})"
+    )
+    parser.add_argument(
+        "--grad-accum",
+        type=positive(int),
+        metavar="N",
+        help="add up the gradients of N micro-batches per optimizer step: a step sees batch size × N × processes "
+        f"sequences (default: {d.grad_accum})",
+    )
     parser.add_argument("--lr", type=positive(float), help=f"AdamW learning rate (default: {d.lr})")
     parser.add_argument(
         "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the model's)"
     )
     parser.add_argument("--eval-freq", type=positive(int), metavar="STEPS", help=f"default: {d.eval_freq}")
-    parser.add_argument("--eval-batches", type=positive(int), metavar="N", help=f"default: {d.eval_batches}")
+    parser.add_argument(
+        "--eval-batches",
+        type=positive(int),
+        metavar="N",
+        help=f"batches of train and of val text per evaluation, each as big as a step's (default: {d.eval_batches})",
+    )
     parser.add_argument("--seed", type=_non_negative_int, help=f"default: {d.seed}")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
     parser.add_argument("--out", metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})")
+    parser.add_argument(
+        "--token-cache",
+        metavar="DIR",
+        help=f"where large corpora are tokenized to (default: ${CACHE_DIR_ENV}, else {default_cache_dir()})",
+    )
     parser.add_argument(
         "--save-every",
         type=positive(int),
@@ -87,7 +139,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         "--resume",
         metavar="CHECKPOINT",
         help="continue the run saved in this checkpoint (e.g. results/last.pt) with its settings; only --epochs, "
-        "--lr, --eval-freq, --eval-batches, --save-every, --device, --out and --data may change",
+        "--max-steps, --lr, --eval-freq, --eval-batches, --save-every, --device, --out, --data, --token-cache and "
+        "--grad-accum may change",
     )
 
 
@@ -97,7 +150,9 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     preset name."""
     given = {
         "epochs": args.epochs,
+        "max_steps": args.max_steps,
         "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
         "lr": args.lr,
         "eval_freq": args.eval_freq,
         "eval_batches": args.eval_batches,
@@ -106,6 +161,7 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "data": args.data,
         "init": args.init,
         "out_dir": args.out,
+        "token_cache": args.token_cache,
         "save_every": args.save_every,
         "resume": args.resume,
     }
@@ -173,14 +229,22 @@ def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, 
     changes = {name: value for name, value in given.items() if name in CHANGEABLE_ON_RESUME}
     changes.setdefault("out_dir", str(Path(path).parent))  # carry on in the checkpoint's directory
     changes.setdefault("device", TrainConfig.device)  # the machine's business, not the run's
+    changes.setdefault("token_cache", TrainConfig.token_cache)  # so is this
+    if "epochs" in changes:
+        changes["max_steps"] = None  # a length in epochs replaces a length in steps
     train_cfg = replace(saved, resume=path, **changes)
-    done = ckpt["progress"]["epoch"]  # whole epochs done
-    if train_cfg.epochs <= done:
+    if train_cfg.max_steps is not None:
+        done = ckpt["progress"]["global_step"]
+        if train_cfg.max_steps <= done:
+            parser.error(
+                f"{path} has already trained {done} steps; ask for more to continue (--max-steps {done + 1} or more)"
+            )
+    elif train_cfg.epochs <= (done := ckpt["progress"]["epoch"]):  # whole epochs done
         parser.error(
             f"{path} has already trained {done} of its {saved.epochs} epochs; "
             f"ask for more to continue (--epochs {done + 1} or more)"
         )
-    if "data" not in given and saved.data is not None and not Path(saved.data).is_file():
+    if "data" not in given and saved.data is not None and not Path(saved.data).exists():
         parser.exit(
             1,
             f"{parser.prog}: error: {path} was trained on {saved.data}, which is not there any more; "
@@ -190,19 +254,20 @@ def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 
 
 class LogPrinter:
-    """Prints a run's events as the seed notebook's log."""
+    """Prints a run's events as the seed notebook's log; the progress of tokenizing a large corpus goes to
+    `progress` (redrawn in place on a terminal)."""
 
-    def __init__(self, preset_name: str, out=sys.stdout):
-        self.preset_name, self.out = preset_name, out
+    def __init__(self, preset_name: str, out=sys.stdout, progress=sys.stderr):
+        self.preset_name, self.out, self.progress = preset_name, out, progress
         self.epochs = 0
+        self._tokenizing_since: float | None = None
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
             self.epochs = event.epochs
-            resuming = f", resuming after step {event.start_step}" if event.start_step else ""
             self._print(
-                f"Training {self.preset_name} ({event.num_params:,} parameters) on {event.device}: "
-                f"{event.epochs} epochs of {event.steps_per_epoch} steps{resuming}"
+                f"Training {self.preset_name} ({event.num_params:,} parameters) on {_devices(event)}: "
+                f"{_length(event)}{f', resuming after step {event.start_step}' if event.start_step else ''}"
             )
         elif isinstance(event, Evaluated):
             self._print(
@@ -211,18 +276,55 @@ class LogPrinter:
             )
         elif isinstance(event, EpochSampled):
             self._print(event.text.replace("\n", " "))
+        elif isinstance(event, Tokenizing):
+            self._show_tokenizing(event)
+
+    def _show_tokenizing(self, event: Tokenizing) -> None:
+        if event.done_bytes < event.total_bytes:
+            self._tokenizing_since = self._tokenizing_since or time.perf_counter()
+            if _is_terminal(self.progress):
+                seconds = time.perf_counter() - self._tokenizing_since
+                speed = f", {event.done_bytes / 1e6 / seconds:.1f} MB/s" if seconds > 0 else ""
+                say(
+                    f"\rTokenizing {event.source}: {event.done_bytes / event.total_bytes:4.0%} of "
+                    f"{event.total_bytes / 1e6:,.0f} MB, {event.tokens:,} tokens{speed}",
+                    self.progress,
+                    end="",
+                )
+            return
+        if self._tokenizing_since is not None and _is_terminal(self.progress):
+            say("", self.progress)  # end the progress line
+        self._print(f"{event.source}: {event.tokens:,} tokens, cached in {event.cache_path}")
 
     def _print(self, line: str) -> None:
         say(line, self.out)
 
 
-def say(line: str, out) -> None:
+def _devices(event: RunStarted) -> str:
+    if event.world_size == 1:
+        return event.device
+    return f"{event.device.split(':')[0]} × {event.world_size} processes (DDP)"  # e.g. cuda:0 is the first one's
+
+
+def _length(event: RunStarted) -> str:
+    epochs = f"{event.epochs} epochs of {event.steps_per_epoch} steps"
+    return epochs if event.max_steps is None else f"{event.max_steps} steps ({epochs})"
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def say(line: str, out, end: str = "\n") -> None:
     """Print a line; if the terminal has gone (an SSH connection dropped, a closed pipe), drop it and go on.
 
     Training must outlive its terminal: the run's files keep the record, and its checkpoint must still be saved.
     """
     try:
-        print(line, file=out, flush=True)
+        print(line, file=out, end=end, flush=True)
     except OSError:  # EIO from a hung-up terminal, BrokenPipeError from a closed pipe
         # Point the stream at /dev/null, so that neither later lines nor the flush at exit fail again.
         with contextlib.suppress(OSError, ValueError):
@@ -239,38 +341,47 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
 
     SIGINT (Ctrl+C), SIGTERM (kill, a scheduler's stop) and SIGHUP (the terminal or SSH connection went away)
     stop training after the current step and save the checkpoint; the exit status is then 128 + the signal.
+    Under torchrun every process gets the signal (torchrun passes it on); they stop at the same step, and only
+    the first one (rank 0) prints, except errors, which each process reports.
     """
     control = TrainingControl()
     caught = []
+    model_name = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
+    run = TrainingRun(model_cfg, train_cfg, LogPrinter(model_name), control)
+    main = run.dist.is_main
 
     def stop_after_step(signum, frame):
         caught.append(signum)
         control.stop()  # first: printing may fail when the terminal is gone
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C aborts at once
-        say("\nStopping after the current step and saving (press Ctrl+C again to abort)...", sys.stderr)
+        if main:
+            say("\nStopping after the current step and saving (press Ctrl+C again to abort)...", sys.stderr)
 
     previous = {sig: signal.signal(sig, stop_after_step) for sig in STOP_SIGNALS}
-    model_name = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
     try:
-        result = TrainingRun(model_cfg, train_cfg, LogPrinter(model_name), control).run()
+        result = run.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    stopped_status = 128 + (caught[0] if caught else signal.SIGINT)
     if isinstance(result, Failed):
-        say(f"minigpt-tui: error: {result.message}", sys.stderr)
-        return 1
+        process = "" if main else f" (process {run.dist.rank})"
+        say(f"minigpt-tui{process}: error: {result.message}", sys.stderr)
+        return stopped_status if caught else 1
+    if not main:
+        return 0 if result.completed else stopped_status
     saved = ", ".join(result.outputs.values())
     if not result.completed:
         say(
             f"Stopped at epoch {result.epoch}, step {result.step} (global step {result.global_step}); saved {saved}",
             sys.stderr,
         )
-        return 128 + (caught[0] if caught else signal.SIGINT)
+        return stopped_status
     minutes, seconds = divmod(round(result.elapsed_s), 60)
-    say(
-        f"Finished {result.epoch} epochs ({result.global_step} steps) in {minutes}m{seconds:02d}s; saved {saved}",
-        sys.stdout,
-    )
+    done = f"{result.epoch} epochs ({result.global_step} steps)"
+    if result.step:  # --max-steps ended it mid-epoch
+        done = f"{result.global_step} steps (epoch {result.epoch}, step {result.step})"
+    say(f"Finished {done} in {minutes}m{seconds:02d}s; saved {saved}", sys.stdout)
     return 0
 
 
@@ -278,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.train", description="Train the model headless.")
     add_training_args(parser)
     args = parser.parse_args(argv)
-    return run_headless(args.preset, *configs_from_args(parser, args))
+    model_cfg, train_cfg = configs_from_args(parser, args)  # first: it settles args.preset
+    return run_headless(args.preset, model_cfg, train_cfg)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +22,7 @@ from core.checkpoint import CheckpointError, check_resumable, restore_rng_states
 from core.config import KEPT_ON_RESUME, TrainConfig
 from core.control import TrainingControl
 from core.data import fingerprint, sequential_loader
+from core.distributed import Distributed, gradient_sync
 from core.events import CheckpointSaved, EpochSampled, Evaluated, RunStarted, StateChanged, StepDone
 from core.fileio import atomic_link
 from core.generate import generate_text_simple
@@ -71,12 +72,19 @@ class Trainer:
         control: TrainingControl | None = None,
         checkpoint_path: str | Path | None = None,
         best_path: str | Path | None = None,
+        distributed: Distributed | None = None,
     ):
         self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
         self.train_loader, self.val_loader = train_loader, val_loader
+        # One of several processes under torchrun, or the only one. The training step runs the model wrapped in
+        # DDP, which averages the gradients across processes; evaluation, samples and checkpoints use `model`.
+        self.dist = distributed or Distributed()
+        self.train_model = self.dist.wrap(model, device)
         # Train loss is measured on the same first batches each time (in order), so the curve is not
         # reshuffled noise and evaluating does not disturb the training order.
-        self.train_eval_loader = sequential_loader(train_loader.dataset, cfg.batch_size)
+        self.train_eval_loader = sequential_loader(
+            train_loader.dataset.non_overlapping(), cfg.batch_size, self.dist.rank, self.dist.world_size
+        )
         self.emit = on_event
         self.control = control or TrainingControl()
         self.checkpoint_path = checkpoint_path  # where periodic and requested checkpoints go (last.pt)
@@ -84,7 +92,8 @@ class Trainer:
         # Held while the optimizer changes the weights in place, so another thread (the chat) can copy a
         # consistent set: the weights of the latest completed step, never half-updated ones.
         self.weights_lock = threading.Lock()
-        self.steps_per_epoch = len(train_loader)
+        self.steps_per_epoch = len(train_loader) // cfg.grad_accum
+        self.epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / self.steps_per_epoch)
         # Progress; `epoch` is 0-based here and 1-based in events.
         self.epoch = 0
         self.step = 0  # optimizer steps done in the current epoch
@@ -107,27 +116,41 @@ class Trainer:
             RunStarted(
                 str(self.device),
                 self.model.num_parameters(),
-                self.cfg.epochs,
+                self.epochs,
                 self.steps_per_epoch,
                 self.global_step,
                 tuple(Evaluated(**record) for record in self.history),
                 tuple(self.sample_events()),
+                self.cfg.max_steps,
+                self.dist.world_size,
             )
         )
-        while self.epoch < self.cfg.epochs:
+        while self.epoch < self.epochs:
             self.train_loader.sampler.set_epoch(self.epoch)
-            for inputs, targets in itertools.islice(self.train_loader, self.step, None):  # resume mid-epoch
+            for micro_batches in self._steps_left_in_epoch():
                 if not self._may_continue():
                     return False
-                self._train_step(inputs, targets)
+                self._train_step(micro_batches)
                 if self.global_step % self.cfg.eval_freq == 0:
                     self._evaluate()
                 if self._save_due():
                     self._save_periodically()
+            if self.step < self.steps_per_epoch:  # --max-steps ended the run mid-epoch
+                return True
             self._sample()
             with self.weights_lock:  # so a reader never sees the new epoch with the old epoch's step count
                 self.epoch, self.step = self.epoch + 1, 0
         return True
+
+    def _steps_left_in_epoch(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The optimizer steps left in this epoch (up to --max-steps), each as its `grad_accum` micro-batches."""
+        end = self.steps_per_epoch
+        if self.cfg.max_steps is not None:
+            end = min(end, self.step + self.cfg.max_steps - self.global_step)
+        accum = self.cfg.grad_accum
+        batches = itertools.islice(self.train_loader, self.step * accum, end * accum)  # a resumed run: mid-epoch
+        for _ in range(self.step, end):
+            yield [next(batches) for _ in range(accum)]
 
     def _may_continue(self) -> bool:
         """At a step boundary: save if asked, wait out a pause; False once a stop is requested."""
@@ -140,7 +163,8 @@ class Trainer:
             self._paused_s += time.perf_counter() - paused_at
             if not self.control.stop_requested:
                 self.emit(StateChanged("running"))
-        return not self.control.stop_requested
+        # A signal may reach the processes at different steps: they stop together, at the first one any has seen.
+        return not self.dist.any(self.control.stop_requested, self.device)
 
     def _save_if_requested(self) -> None:
         if self.control.take_checkpoint_request() and self.checkpoint_path is not None:
@@ -149,36 +173,43 @@ class Trainer:
     def elapsed(self) -> float:
         return self.elapsed_s + time.perf_counter() - self._clock_start - self._paused_s
 
-    def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+    def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         started = time.perf_counter()
-        inputs, targets = inputs.to(self.device), targets.to(self.device)
-        loss = batch_loss(self.model, inputs, targets)
-        self._check_finite("loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for i, (inputs, targets) in enumerate(micro_batches):
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+            with gradient_sync(self.train_model, sync=i == len(micro_batches) - 1):
+                # Scaled so that the accumulated gradients are those of the mean loss over the step's batch.
+                micro_loss = batch_loss(self.train_model, inputs, targets) / len(micro_batches)
+                micro_loss.backward()
+            loss += micro_loss.detach()
+        # Averaged over the processes, the check below comes out the same in all of them, and so does the norm
+        # of the gradients, which DDP has averaged: either all of them stop or none does.
+        loss = self.dist.mean(loss, self.device)
+        self._check_finite("loss", loss)
         # A finite loss can still give non-finite gradients (an overflow in the backward pass); one norm over all
         # of them catches that before the optimizer spreads it into every weight.
         self._check_finite(
-            "gradient norm", get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+            "gradient norm", float(get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None]))
         )
         with self.weights_lock:
             self.optimizer.step()
             self.step += 1
             self.global_step += 1
-        self.tokens_seen += inputs.numel()
-        self._session_tokens += inputs.numel()
+        tokens = inputs.numel() * len(micro_batches) * self.dist.world_size
+        self.tokens_seen += tokens
+        self._session_tokens += tokens
         self._session_step_s += time.perf_counter() - started
         tokens_per_s = self._session_tokens / self._session_step_s
         self.emit(
-            StepDone(
-                self.epoch + 1, self.step, self.global_step, self.tokens_seen, loss.item(), self.elapsed(), tokens_per_s
-            )
+            StepDone(self.epoch + 1, self.step, self.global_step, self.tokens_seen, loss, self.elapsed(), tokens_per_s)
         )
 
-    def _check_finite(self, what: str, value: torch.Tensor) -> None:
-        if not torch.isfinite(value):
+    def _check_finite(self, what: str, value: float) -> None:
+        if not math.isfinite(value):
             raise TrainingError(
-                f"the {what} became {value.item()} at epoch {self.epoch + 1}, step {self.step + 1}; training stopped "
+                f"the {what} became {value} at epoch {self.epoch + 1}, step {self.step + 1}; training stopped "
                 f"before that step changed the weights. {self._recovery_hint()}"
             )
 
@@ -193,12 +224,16 @@ class Trainer:
         )
 
     def evaluate(self) -> tuple[float, float]:
-        """(train loss, val loss), each averaged over `eval_batches` batches, with dropout off."""
+        """(train loss, val loss), each averaged over `eval_batches` steps' worth of batches, with dropout off."""
         self.model.eval()
-        train_loss = mean_loss(self.model, self.train_eval_loader, self.cfg.eval_batches, self.device)
-        val_loss = mean_loss(self.model, self.val_loader, self.cfg.eval_batches, self.device)
+        # The windows of eval_batches optimizer steps, however a step is split between processes and micro-batches:
+        # so a run resumed with another split (e.g. --grad-accum doubled on one process) measures the same ones.
+        batches = self.cfg.eval_batches * self.cfg.grad_accum
+        train_loss = mean_loss(self.model, self.train_eval_loader, batches, self.device)
+        val_loss = mean_loss(self.model, self.val_loader, batches, self.device)
         self.model.train()
-        return train_loss, val_loss
+        # Each process measured its own share of the batches: the run's loss is their average.
+        return self.dist.mean(train_loss, self.device), self.dist.mean(val_loss, self.device)
 
     def _evaluate(self) -> None:
         train_loss, val_loss = self.evaluate()
@@ -217,6 +252,8 @@ class Trainer:
         return self.cfg.sample_prompt + token_ids_to_text(new_ids)
 
     def _sample(self) -> None:
+        if not self.dist.is_main:  # the others would only generate the same text
+            return
         text = self.sample()
         self.samples.append(text)
         self.emit(EpochSampled(self.epoch + 1, self.global_step, text))
@@ -280,6 +317,7 @@ class Trainer:
             "elapsed_s": self.elapsed(),
             "best_val_loss": self.best_val_loss,
             "data_sha256": self.data_fingerprint,
+            "world_size": self.dist.world_size,
         }
         return {
             "model": self.model.state_dict(),
@@ -306,6 +344,7 @@ class Trainer:
                     f"{path}: was trained with {name} {saved_cfg.get(name)}; a resumed run must keep it "
                     f"(asked for {getattr(self.cfg, name)})"
                 )
+        self._check_same_batches(saved_cfg.get("grad_accum", 1) * progress.get("world_size", 1), path)
         if progress["data_sha256"] != self.data_fingerprint:
             raise CheckpointError(
                 f"{path}: was trained on other text than {self.cfg.data or 'the bundled story'} (the file changed, "
@@ -327,6 +366,22 @@ class Trainer:
             restore_rng_states(ckpt["rng"])  # last: nothing may draw from the streams before training does
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: its random number generator states are damaged ({e})") from None
+
+    def _check_same_batches(self, saved_micro_batches: int, path: str | Path) -> None:
+        """A step's batch is the micro-batches of all processes together: a resumed run may split it otherwise
+        (e.g. one process accumulating what two computed), but must keep its size to keep the data order."""
+        world_size = self.dist.world_size
+        if saved_micro_batches == self.cfg.grad_accum * world_size:
+            return
+        fix = (
+            f"--grad-accum {saved_micro_batches // world_size}"
+            if saved_micro_batches % world_size == 0
+            else f"a number of processes that divides {saved_micro_batches}"
+        )
+        raise CheckpointError(
+            f"{path}: was trained on {saved_micro_batches} micro-batches of {self.cfg.batch_size} per step "
+            f"(--grad-accum × processes); this run has {self.cfg.grad_accum} × {world_size}: use {fix}"
+        )
 
     @cached_property
     def data_fingerprint(self) -> str:

@@ -227,6 +227,10 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         for sampled in event.samples:
             self.add_sample(sampled)
 
+    @on_training(messages.Tokenizing)
+    def tokenizing(self, message: messages.Tokenizing) -> None:
+        self.query_one(RunProgress).tokenizing(message.event)
+
     @on_training(messages.StepDone)
     def step_done(self, message: messages.StepDone) -> None:
         self.query_one(StatusBar).step_done(message.event)

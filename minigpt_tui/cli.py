@@ -6,6 +6,7 @@ from pathlib import Path
 
 from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig, preset_name
+from core.distributed import from_environment
 from core.events import Failed, Finished
 from core.generate import check_sampling, generate, prepare_prompt
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
@@ -113,6 +114,8 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None and from_environment().enabled:
+        parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
     if args.chat_checkpoint:
         return chat_only_main(parser, args)
     if args.command == "generate":

@@ -23,6 +23,10 @@ class RunStarted(TrainingMessage):
     event: events.RunStarted
 
 
+class Tokenizing(TrainingMessage):
+    event: events.Tokenizing
+
+
 class StepDone(TrainingMessage):
     event: events.StepDone
 
@@ -53,6 +57,7 @@ class Failed(TrainingMessage):
 
 _MESSAGE_FOR_EVENT = {
     events.RunStarted: RunStarted,
+    events.Tokenizing: Tokenizing,
     events.StepDone: StepDone,
     events.Evaluated: Evaluated,
     events.EpochSampled: EpochSampled,

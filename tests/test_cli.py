@@ -1,5 +1,6 @@
 """The `minigpt-tui train` and `generate` commands, end to end, as a user runs them."""
 
+import io
 import json
 import re
 import signal
@@ -10,8 +11,11 @@ from dataclasses import asdict
 import pytest
 import torch
 
+import core.train
 from core import GPTModel, generate_text_simple, text_to_token_ids, token_ids_to_text
 from core.checkpoint import load_model, save_checkpoint
+from core.events import RunStarted, Tokenizing
+from core.train import LogPrinter
 from minigpt_tui import cli
 from minigpt_tui.cli import main
 
@@ -67,6 +71,8 @@ def test_default_corpus_is_found_from_any_directory(tmp_path):
         (["--lr", "nan"], "argument --lr: must be greater than 0"),
         (["--preset", "huge"], "argument --preset: invalid choice"),
         (["--device", "tpu"], "argument --device: invalid choice"),
+        (["--grad-accum", "0"], "argument --grad-accum: must be greater than 0"),
+        (["--epochs", "2", "--max-steps", "9"], "argument --max-steps: not allowed with argument --epochs"),
     ],
 )
 def test_bad_flags_fail_fast_with_exit_2(flags, message, capsys):
@@ -84,6 +90,47 @@ def test_cuda_without_cuda_is_refused(capsys, monkeypatch):
         main(["train", "--device", "cuda"])
     assert exit_.value.code == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--preset", "tiny"], ["--checkpoint", "last.pt"]])
+def test_the_app_is_refused_under_torchrun_and_pointed_to_train(capsys, monkeypatch, argv):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "under torchrun, use `minigpt-tui train`" in capsys.readouterr().err
+
+
+def test_python_m_core_train_names_the_model_it_trains(monkeypatch):
+    """`python -m core.train` is what torchrun starts: its log names the preset, also when it is the default."""
+    names = []
+    monkeypatch.setattr(core.train, "run_headless", lambda name, model_cfg, train_cfg: names.append(name) or 0)
+    assert core.train.main(["--device", "cpu"]) == 0
+    assert names == ["gpt2-124m"]
+
+
+class TtyBuffer(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("progress", [TtyBuffer(), io.StringIO()], ids=["terminal", "file"])
+def test_the_log_names_the_processes_the_steps_and_how_tokenizing_goes(progress):
+    out = io.StringIO()
+    log = LogPrinter("tiny", out, progress)
+    log(RunStarted("cuda:0", 1000, 3, 40, 0, max_steps=100, world_size=8))
+    log(Tokenizing("books", 50_000_000, 200_000_000, 12_000_000, "/cache/x.bin"))
+    log(Tokenizing("books", 200_000_000, 200_000_000, 48_000_000, "/cache/x.bin"))
+    assert out.getvalue().splitlines() == [
+        "Training tiny (1,000 parameters) on cuda × 8 processes (DDP): 100 steps (3 epochs of 40 steps)",
+        "books: 48,000,000 tokens, cached in /cache/x.bin",
+    ]
+    if isinstance(progress, TtyBuffer):  # redrawn in place, then the line ended
+        assert progress.getvalue().startswith("\rTokenizing books:  25% of 200 MB, 12,000,000 tokens")
+        assert progress.getvalue().endswith("\n")
+    else:  # a log file gets the result only
+        assert progress.getvalue() == ""
 
 
 def test_a_bad_corpus_is_one_line_and_exit_1(tmp_path):

@@ -242,3 +242,17 @@ def test_resuming_into_another_model_shape_is_refused(short_train_cfg, stopped_r
     _, events = train(replace(short_train_cfg, out_dir=str(tmp_path), resume=str(stopped_run)), model_cfg=narrower)
     assert isinstance(events[-1], Failed)
     assert events[-1].message.startswith(f"{stopped_run}: its weights do not fit this model (")
+
+
+def test_a_run_measured_in_steps_continues_in_steps_until_told_otherwise(stopped_run, tmp_path, capsys):
+    ckpt = load_checkpoint(stopped_run)  # after global step 1
+    ckpt["train_config"]["max_steps"] = 8
+    save_checkpoint(tmp_path / "steps.pt", {k: v for k, v in ckpt.items() if k != "format_version"})
+    path = str(tmp_path / "steps.pt")
+    assert configs_for("--resume", path)[0][1].max_steps == 8
+    assert configs_for("--resume", path, "--max-steps", "20")[0][1].max_steps == 20
+    (_, cfg), _ = configs_for("--resume", path, "--epochs", "3", "--grad-accum", "2")
+    assert (cfg.max_steps, cfg.epochs, cfg.grad_accum) == (None, 3, 2)  # the trainer checks the micro-batches
+    code, error = exit_for(capsys, "--resume", path, "--max-steps", "1")
+    assert code == 2
+    assert error.endswith(f"{path} has already trained 1 steps; ask for more to continue (--max-steps 2 or more)")

@@ -1,10 +1,10 @@
-"""Progress through the current epoch and through the whole run."""
+"""Progress through the current epoch and through the whole run (before it, through tokenizing a large corpus)."""
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, ProgressBar
 
-from core.events import RunStarted, StepDone
+from core.events import RunStarted, StepDone, Tokenizing
 
 
 class RunProgress(Horizontal):
@@ -14,10 +14,16 @@ class RunProgress(Horizontal):
         yield Label("run", id="run-label", classes="progress-label")
         yield ProgressBar(id="run-progress", show_eta=False)
 
+    def tokenizing(self, event: Tokenizing) -> None:
+        """A large corpus goes into the token cache before the run starts: the run bar counts its bytes."""
+        self.query_one("#run-label", Label).update("tokenizing")
+        self.query_one("#run-progress", ProgressBar).update(total=event.total_bytes, progress=event.done_bytes)
+
     def run_started(self, event: RunStarted) -> None:
         in_epoch = event.start_step % event.steps_per_epoch if event.steps_per_epoch else 0  # a resumed run's
         self.query_one("#epoch-progress", ProgressBar).update(total=event.steps_per_epoch, progress=in_epoch)
-        total_steps = event.epochs * event.steps_per_epoch
+        total_steps = event.max_steps or event.epochs * event.steps_per_epoch
+        self.query_one("#run-label", Label).update("run")
         self.query_one("#run-progress", ProgressBar).update(total=total_steps, progress=event.start_step)
 
     def step_done(self, event: StepDone) -> None:

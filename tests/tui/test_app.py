@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+from textual.widgets import ProgressBar
 from tui_helpers import record_notifications, screen_text, wait_for
 
+import core.data
 from core import events
 from core.checkpoint import load_model
 from minigpt_tui import messages
@@ -97,6 +99,19 @@ async def test_a_failed_plot_save_is_a_notification(make_app, tmp_path):
         await wait_for(pilot, lambda: notes, "the save to fail")
         assert "No such file or directory" in notes[0]
         assert app.is_running and app.state() == "paused"
+
+
+async def test_a_large_corpus_run_counts_to_max_steps_and_shows_tokenizing(make_app, tmp_path, monkeypatch):
+    monkeypatch.setattr(core.data, "LARGE_CORPUS_BYTES", 0)  # the short story counts as large here
+    app = make_app(paused=True, max_steps=3, token_cache=str(tmp_path / "cache"))
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
+        run_bar = app.query_one("#run-progress", ProgressBar)
+        assert run_bar.total == 3  # not the 6 steps of the epoch that step 3 falls in
+        # What a corpus too large to tokenize in a moment shows before its run starts:
+        app.post_message(messages.Tokenizing(events.Tokenizing("books", 50_000_000, 200_000_000, 1, "x.bin")))
+        await wait_for(pilot, lambda: "tokenizing" in screen_text(app), "the tokenizing progress")
+        assert "25%" in screen_text(app)
 
 
 async def test_quitting_mid_training_saves_a_loadable_checkpoint(make_app):
