@@ -44,6 +44,8 @@ class TrainConfig:
     eval_batches: int = 5  # batches of train and of val data per evaluation
     seed: int = 123
     device: str = "auto"  # auto = cuda, then mps, then cpu
+    dtype: str = "auto"  # of the forward pass: auto = bfloat16 autocast on a GPU that has it, else float32
+    compile: bool = False  # torch.compile the model for training: faster steps on a GPU after a minute of compiling
     data: str | None = None  # corpus file; None = the bundled data/the-verdict.txt
     init: str | None = None  # pretrained weights to start from (a GPT-2 size or a model.safetensors); None = random
     out_dir: str = "results"

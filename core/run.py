@@ -19,6 +19,7 @@ from core.events import EpochSampled, Evaluated, Failed, Finished
 from core.fileio import atomic_write, remove_leftover_temp_files
 from core.model import GPTModel
 from core.plotting import save_loss_plot
+from core.precision import allow_tf32
 from core.pretrained import load_pretrained
 from core.trainer import Trainer, TrainingError, make_optimizer
 
@@ -128,6 +129,7 @@ class TrainingRun:
     def _setup(self) -> Trainer:
         cfg = self.train_cfg
         device = resolve_device(cfg.device)
+        allow_tf32(device)
         checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
         text = read_corpus(cfg.data)
         source = str(cfg.data or DEFAULT_CORPUS)

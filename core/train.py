@@ -17,6 +17,7 @@ from core.checkpoint import CheckpointError, load_checkpoint, model_config_from,
 from core.config import KEPT_ON_RESUME, PRESETS, GPTConfig, TrainConfig, preset, preset_name
 from core.control import TrainingControl
 from core.events import EpochSampled, Evaluated, Failed, RunStarted
+from core.precision import DTYPES
 from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
 from core.run import TrainingRun, resolve_device
 
@@ -24,7 +25,9 @@ DEFAULT_PRESET = "gpt2-124m"
 # With --resume, the run's settings come from the checkpoint; of the training flags only these may change
 # (how long and where it runs, how often it is measured and saved, and the learning rate). --data may point
 # at the same text in another place. See configs_from_args.
-CHANGEABLE_ON_RESUME = ("epochs", "lr", "eval_freq", "eval_batches", "save_every", "device", "out_dir", "data")
+# Where and how fast the run computes: the machine's business, not the run's, so a resumed run does not inherit them.
+MACHINE_SETTINGS = ("device", "dtype", "compile")
+CHANGEABLE_ON_RESUME = ("epochs", "lr", "eval_freq", "eval_batches", "save_every", "out_dir", "data", *MACHINE_SETTINGS)
 
 
 def positive(kind):
@@ -75,6 +78,17 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-batches", type=positive(int), metavar="N", help=f"default: {d.eval_batches}")
     parser.add_argument("--seed", type=_non_negative_int, help=f"default: {d.seed}")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        help="precision of the forward pass (autocast); auto: bfloat16 on a GPU that has it, else float32",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model: faster steps on a GPU, after a minute or more of compiling",
+    )
     parser.add_argument("--out", metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})")
     parser.add_argument(
         "--save-every",
@@ -103,6 +117,8 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "eval_batches": args.eval_batches,
         "seed": args.seed,
         "device": args.device,
+        "dtype": args.dtype,
+        "compile": args.compile,
         "data": args.data,
         "init": args.init,
         "out_dir": args.out,
@@ -172,7 +188,8 @@ def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, 
             refuse(f"--{name.replace('_', '-')}", given[name], f"{path} was trained with {getattr(saved, name)}")
     changes = {name: value for name, value in given.items() if name in CHANGEABLE_ON_RESUME}
     changes.setdefault("out_dir", str(Path(path).parent))  # carry on in the checkpoint's directory
-    changes.setdefault("device", TrainConfig.device)  # the machine's business, not the run's
+    for name in MACHINE_SETTINGS:
+        changes.setdefault(name, getattr(TrainConfig, name))
     train_cfg = replace(saved, resume=path, **changes)
     done = ckpt["progress"]["epoch"]  # whole epochs done
     if train_cfg.epochs <= done:

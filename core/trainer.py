@@ -26,6 +26,7 @@ from core.events import CheckpointSaved, EpochSampled, Evaluated, RunStarted, St
 from core.fileio import atomic_link
 from core.generate import generate
 from core.model import GPTModel
+from core.precision import autocast, compute_dtype
 from core.tokenizer import encode, token_ids_to_text
 
 
@@ -76,6 +77,11 @@ class Trainer:
         best_path: str | Path | None = None,
     ):
         self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
+        self.dtype = compute_dtype(cfg.dtype, device)  # of the forward pass, under autocast (see core/precision.py)
+        # Losses are computed through `forward_model`: the model, or a compiled module sharing its parameters.
+        # The model itself stays unwrapped, so its state-dict names (no `_orig_mod.` prefix), snapshots and
+        # generation are the same either way.
+        self.forward_model = torch.compile(model) if cfg.compile else model
         self.train_loader, self.val_loader = train_loader, val_loader
         # Train loss is measured on the same first batches each time (in order), so the curve is not
         # reshuffled noise and evaluating does not disturb the training order.
@@ -99,6 +105,7 @@ class Trainer:
         self.best_val_loss = math.inf
         self.last_saved: CheckpointSaved | None = None  # the latest good checkpoint: written, or resumed from
         self._clock_start, self._paused_s = time.perf_counter(), 0.0
+        self._session_tokens, self._session_step_s = 0, 0.0  # for tokens/s since this process started training
         self._save_s, self._saved_at = 0.0, 0.0  # how long the last save took, and when it ended
 
     def run(self) -> bool:
@@ -155,7 +162,8 @@ class Trainer:
     def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         started = time.perf_counter()
         inputs, targets = inputs.to(self.device), targets.to(self.device)
-        loss = batch_loss(self.model, inputs, targets)
+        with autocast(self.device, self.dtype):
+            loss = batch_loss(self.forward_model, inputs, targets)
         self._check_finite("loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,8 +206,9 @@ class Trainer:
     def evaluate(self) -> tuple[float, float]:
         """(train loss, val loss), each averaged over `eval_batches` batches, with dropout off."""
         self.model.eval()
-        train_loss = mean_loss(self.model, self.train_eval_loader, self.cfg.eval_batches, self.device)
-        val_loss = mean_loss(self.model, self.val_loader, self.cfg.eval_batches, self.device)
+        with autocast(self.device, self.dtype):
+            train_loss = mean_loss(self.forward_model, self.train_eval_loader, self.cfg.eval_batches, self.device)
+            val_loss = mean_loss(self.forward_model, self.val_loader, self.cfg.eval_batches, self.device)
         self.model.train()
         return train_loss, val_loss
 
