@@ -13,16 +13,18 @@ turns step by step, so a change in the machine's load weighs on both alike, and 
 
 MFU (model FLOPs utilisation) counts 6 * N * tokens per step, N = the parameters outside the embedding tables
 (the output head included), against the matmul peak measured at the start in the same dtype. Peak memory is
-measured in a fresh process per implementation (resident set size on a CPU; allocated memory on a GPU).
+measured in a fresh process per implementation (resident set size on a CPU, read from Linux's /proc;
+allocated memory on a GPU).
 """
 
 import argparse
 import itertools
 import json
-import resource
+import re
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from common import load_average, machine, matmul_peak, synchronize, timed, write_results
@@ -96,6 +98,13 @@ def build(which: str, args, device):
     return reference_step(reference_model(model), args, device, loader)  # our model is dropped here
 
 
+def peak_rss() -> int:
+    """Bytes at this process's peak resident set size. Read from /proc (VmHWM), not getrusage: Linux carries
+    ru_maxrss over from the parent across exec, so a child started by a 6 GB parent would report 6 GB."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
+
+
 def peak_memory(which: str, args, device) -> int:
     """Bytes at the peak of a few steps of one implementation, alone in a fresh process."""
     if device.type == "cuda":
@@ -131,7 +140,7 @@ def main() -> None:
         step = build(args.peak_memory_of, args, device)
         for _ in range(2):
             step()
-        print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))  # Linux reports KiB
+        print(json.dumps(peak_rss()))
         return
     implementations = ("ours",) if args.no_reference else IMPLEMENTATIONS
     if "reference" in implementations:
