@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from core.model import GPTModel, KVCache
+from core.tokenizer import as_id_list
 
 END_OF_TEXT_ID = 50256  # <|endoftext|>: GPT-2 ends (and starts) documents with it
 
@@ -34,13 +35,7 @@ def prepare_prompt(prompt_ids: Sequence[int] | torch.Tensor, context_length: int
     An empty prompt becomes `<|endoftext|>`, the way GPT-2 begins a new document; a prompt longer than the
     context keeps its last `context_length` tokens. Callers use the flag to tell the user once.
     """
-    if isinstance(prompt_ids, torch.Tensor):
-        if prompt_ids.dim() == 2 and prompt_ids.size(0) == 1:
-            prompt_ids = prompt_ids[0]
-        if prompt_ids.dim() != 1:
-            raise ValueError(f"expected one prompt: a 1-D or (1, n) tensor of ids, got shape {tuple(prompt_ids.shape)}")
-        prompt_ids = prompt_ids.tolist()
-    ids = list(prompt_ids)
+    ids = as_id_list(prompt_ids)
     if not ids:
         return [END_OF_TEXT_ID], False
     return ids[-context_length:], len(ids) > context_length

@@ -40,11 +40,19 @@ class WeightsVersion:
 
 
 def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPTModel:
-    """A model to copy weights into and generate from: eval mode (no dropout), no gradients.
+    """A model to copy weights into and generate from: eval mode (no dropout), no gradients. Build it once.
 
-    Build it once and reuse it: its random initialisation takes seconds for gpt2-124m and is overwritten.
+    Its weights are left uninitialised, so copy some in (`snapshot`, `copy_weights`) before generating. Random
+    initialisation would be overwritten anyway, took seconds for gpt2-124m, and drew from torch's global
+    random generator, the one training's dropout draws from on another thread: a run's random stream, and
+    so its losses, would have depended on when someone chatted.
     """
-    return GPTModel(cfg).to(device).eval().requires_grad_(False)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = GPTModel(cfg)
+    model = model.to_empty(device=device)
+    if cfg.tie_weights:  # to_empty gives every module a tensor of its own
+        model.out_head.weight = model.tok_emb.weight
+    return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()

@@ -43,15 +43,20 @@ def text_to_token_ids(text: str, tokenizer=None, add_batch_dim: bool = True) -> 
     return ids.unsqueeze(0) if add_batch_dim else ids
 
 
-def token_ids_to_text(token_ids, tokenizer=None) -> str:
-    """Text of a 1-D or (1, n) tensor of token ids, or of a list of ids."""
+def as_id_list(token_ids) -> list[int]:
+    """One sequence of token ids as a list: from a list, or a 1-D or (1, n) tensor."""
     if isinstance(token_ids, torch.Tensor):
         if token_ids.dim() == 2 and token_ids.size(0) == 1:
             token_ids = token_ids[0]
         if token_ids.dim() != 1:
             raise ValueError(f"expected a 1-D or (1, n) tensor of token ids, got shape {tuple(token_ids.shape)}")
-        token_ids = token_ids.tolist()
-    return (tokenizer or gpt2_tokenizer()).decode(token_ids)
+        return token_ids.tolist()
+    return list(token_ids)
+
+
+def token_ids_to_text(token_ids, tokenizer=None) -> str:
+    """Text of a 1-D or (1, n) tensor of token ids, or of a list of ids."""
+    return (tokenizer or gpt2_tokenizer()).decode(as_id_list(token_ids))
 
 
 def decode_stream(token_ids: Iterable[int], tokenizer=None) -> Iterator[str]:

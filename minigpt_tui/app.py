@@ -1,5 +1,6 @@
-"""The training app: wires the panels to a training run on a worker thread. The panels live in `widgets/`,
-the styles in `app.tcss`, the command palette's entries in `commands.py`."""
+"""The training app: wires the panels to a training run on a worker thread, and the chat pane to the run's
+weights. The panels live in `widgets/`, the styles in `app.tcss`, the command palette's entries in
+`commands.py`, the chat's engine in `chat.py`."""
 
 import asyncio
 import contextlib
@@ -13,7 +14,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer
+from textual.widgets import Footer, TabbedContent, TabPane
 
 from core import events
 from core.config import GPTConfig, TrainConfig
@@ -21,10 +22,17 @@ from core.control import TrainingControl
 from core.plotting import save_loss_plot
 from core.run import RunOutputs
 from minigpt_tui import messages
+from minigpt_tui.chat import FixedWeights, TrainerWeights, save_conversation
 from minigpt_tui.commands import TrainingCommands
+from minigpt_tui.opened_checkpoint import OpenedCheckpoint
 from minigpt_tui.training import start_training
-from minigpt_tui.widgets import HelpScreen, LossChart, RunProgress, SamplesLog, StatusBar
+from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
+from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import compact
+
+CHAT_HINT = "Press i to type a prompt: the model continues it with its latest weights, while it trains."
+CHAT_HINT_CHECKPOINT = "Type a prompt and press Enter: the checkpoint's model continues it."
+TRAINING_ACTIONS = ("pause", "resume", "toggle_pause", "save_checkpoint", "stop_training")
 
 
 def on_training(message_type):
@@ -44,28 +52,47 @@ def on_training(message_type):
 
 
 class MiniGPTApp(App[events.Finished | events.Failed | None]):
-    """Trains from the moment it opens; returns the run's Finished or Failed event when it exits."""
+    """Trains from the moment it opens; returns the run's Finished or Failed event when it exits.
+
+    With `checkpoint`, it trains nothing: it shows that checkpoint's record and chats with its weights.
+    """
 
     CSS_PATH = "app.tcss"
     TITLE = "minigpt-tui"
     COMMANDS = App.COMMANDS | {TrainingCommands}
+    # In the footer's order; it cuts off those at the end that do not fit (l at 80 columns).
     BINDINGS = [
         Binding("p,space", "pause", "Pause", tooltip="Pause or resume training, at the next step boundary"),
         Binding("p,space", "resume", "Resume", tooltip="Resume a paused run"),
         Binding("s", "save_plot", "Save plot", tooltip="Save the loss plot PNG in the output directory"),
         Binding("c", "save_checkpoint", "Checkpoint", tooltip="Save a checkpoint at the next step boundary"),
-        Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the loss chart's log-scale y axis"),
+        Binding("i", "focus_prompt", "Prompt", tooltip="Type a prompt for the model (opens the chat)"),
+        Binding("t", "show_pane('chat-tab')", "Chat", tooltip="Show the samples or the chat"),
+        Binding("t", "show_pane('samples-tab')", "Samples", tooltip="Show the samples or the chat"),
+        Binding("escape", "stop_reply", "Stop reply", tooltip="Stop the chat's reply, and drop the prompts waiting"),
         Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics, plot; exit"),
         # Textual binds ctrl+c to copy; in a training tool people press it to quit.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Same as q"),
         Binding("f1,question_mark", "help", "Help", tooltip="Show this list of keys"),
+        Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the loss chart's log-scale y axis"),
+        Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
+        Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
     ]
 
-    def __init__(self, model_cfg: GPTConfig, train_cfg: TrainConfig, preset_name: str = "") -> None:
+    def __init__(
+        self,
+        model_cfg: GPTConfig,
+        train_cfg: TrainConfig,
+        preset_name: str = "",
+        checkpoint: OpenedCheckpoint | None = None,
+    ) -> None:
         super().__init__()
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
-        self.sub_title = preset_name
+        self.checkpoint = checkpoint  # chat only
+        origin = checkpoint.init if checkpoint else train_cfg.init
+        self.sub_title = f"pretrained {origin}" if origin else preset_name  # where the weights came from
         self.outputs = RunOutputs(train_cfg.out_dir)
+        self.training_run = None  # the TrainingRun, once started
         self.control = TrainingControl()
         self.training_ended = threading.Event()  # set on the training thread once the run has written its files
         self.history: list[dict] = []  # metrics records, for saving the plot
@@ -81,9 +108,13 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
             yield RunProgress(id="progress")
         with Horizontal(id="main"):
             yield LossChart(id="loss")
-            with Vertical(id="side"):  # the chat pane will join the samples here
-                yield SamplesLog(id="samples")
-        yield Footer()
+            # Tabs rather than a split, so that at 80x24 each keeps the column's full height.
+            with TabbedContent(id="side", initial="chat-tab" if self.checkpoint else "samples-tab"):
+                with TabPane("Samples", id="samples-tab"):
+                    yield SamplesLog(id="samples")
+                with TabPane("Chat", id="chat-tab"):
+                    yield ChatPane(CHAT_HINT_CHECKPOINT if self.checkpoint else CHAT_HINT, id="chat")
+        yield Footer(compact=True)
 
     def get_system_commands(self, screen):
         # Textual's own "Quit" would stand beside ours (commands.py), which says what quitting does here.
@@ -91,9 +122,22 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     def on_mount(self) -> None:
         self.show_title()
-        start_training(self, self.model_cfg, self.train_cfg, self.control, self.training_ended)
+        if self.checkpoint:
+            self.open_checkpoint(self.checkpoint)
+            return
+        self.training_run = start_training(self, self.model_cfg, self.train_cfg, self.control, self.training_ended)
         if not self.is_headless:  # a real terminal, not App.run_test()
             self.quit_on_hangup()
+
+    def open_checkpoint(self, checkpoint: OpenedCheckpoint) -> None:
+        """Chat only: show what the checkpoint records, and chat with its weights."""
+        self.show_run(checkpoint.run, f"checkpoint {checkpoint.path}")
+        if checkpoint.last_step:
+            self.query_one(StatusBar).step_done(checkpoint.last_step)
+            self.query_one(RunProgress).step_done(checkpoint.last_step)
+        self.show_state()
+        self.query_one(ChatPane).use_weights(FixedWeights(checkpoint.model, checkpoint.weights_label()))
+        self.action_focus_prompt()
 
     def quit_on_hangup(self) -> None:
         """A kill (SIGTERM) quits as `q` does; a closed terminal (SIGHUP: a dropped SSH connection) too, see below."""
@@ -124,13 +168,15 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     @property
     def training(self) -> bool:
-        return self.result is None
+        return self.checkpoint is None and self.result is None
 
     @property
     def pause_requested(self) -> bool:
         return self.training and self.control.pause_requested
 
     def state(self) -> str:
+        if self.checkpoint:
+            return "chat only"
         if isinstance(self.result, events.Failed):
             return "failed"
         if self.result is not None:
@@ -148,22 +194,38 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters) -> bool | None:
+        if self.checkpoint and action in TRAINING_ACTIONS:
+            return False
         if action == "pause":  # p shows "Pause" or "Resume", whichever it will do now
             return None if not self.training or self.control.stop_requested else not self.pause_requested
         if action == "resume":
             return self.pause_requested and not self.control.stop_requested
+        if action == "show_pane":  # t names the pane it will show: the one not shown now
+            return parameters[0] != self.query_one("#side", TabbedContent).active
+        if action == "stop_reply":
+            return self.query_one(ChatPane).busy
         return True
 
     # Training events, delivered by training.EventForwarder.
 
     @on_training(messages.RunStarted)
     def run_started(self, message: messages.RunStarted) -> None:
-        self.steps_per_epoch = message.event.steps_per_epoch
         self.trainer_state = "running"
-        self.show_title(f"{compact(message.event.num_params)} parameters", message.event.device)
-        self.query_one(StatusBar).run_started(message.event)
-        self.query_one(RunProgress).run_started(message.event)
+        resumed = f"resumed from {self.train_cfg.resume}" if self.train_cfg.resume else ""
+        self.show_run(message.event, resumed)
         self.show_state()
+        self.query_one(ChatPane).use_weights(TrainerWeights(self.training_run.trainer, self.train_cfg.init))
+
+    def show_run(self, event: events.RunStarted, *details: str) -> None:
+        """The run's figures, and what it did before (a resumed run's, a checkpoint's), in every panel."""
+        self.steps_per_epoch = event.steps_per_epoch
+        self.show_title(*details, f"{compact(event.num_params)} parameters", event.device)
+        self.query_one(StatusBar).run_started(event)
+        self.query_one(RunProgress).run_started(event)
+        for evaluated in event.history:
+            self.add_evaluation(evaluated)
+        for sampled in event.samples:
+            self.add_sample(sampled)
 
     @on_training(messages.StepDone)
     def step_done(self, message: messages.StepDone) -> None:
@@ -172,13 +234,21 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     @on_training(messages.Evaluated)
     def evaluated(self, message: messages.Evaluated) -> None:
-        self.history.append(message.event.record())
-        self.query_one(LossChart).add(message.event)
-        self.query_one(StatusBar).evaluated(message.event)
+        self.add_evaluation(message.event)
+
+    def add_evaluation(self, event: events.Evaluated) -> None:
+        self.history.append(event.record())
+        self.query_one(LossChart).add(event)
+        self.query_one(StatusBar).evaluated(event)
 
     @on_training(messages.EpochSampled)
     def epoch_sampled(self, message: messages.EpochSampled) -> None:
-        self.query_one(SamplesLog).add(message.event, self.train_cfg.sample_prompt)
+        self.add_sample(message.event)
+
+    def add_sample(self, event: events.EpochSampled) -> None:
+        self.query_one(SamplesLog).add(event, self.train_cfg.sample_prompt)
+        samples = len(self.query_one(SamplesLog).query(".sample-text"))
+        self.query_one("#side", TabbedContent).get_tab("samples-tab").label = f"Samples ({samples})"
 
     @on_training(messages.StateChanged)
     def state_changed(self, message: messages.StateChanged) -> None:
@@ -208,6 +278,8 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.result = message.event
         self.query_one(StatusBar).failed(message.event.message)
         self.show_state()
+        if self.training_run.trainer is None:
+            self.query_one(ChatPane).no_weights(f"There is no model to answer: {message.event.message}")
         if self.quitting:
             self.exit(message.event)
             return
@@ -258,11 +330,70 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
             Binding("ctrl+q", "quit", tooltip="Same as q"),
             Binding("ctrl+p", "command_palette", tooltip="Command palette: every command, and themes"),
         ]
-        keys = {}  # key display -> what it does; the first binding of a key describes it
-        for binding in [*self.BINDINGS, *extra]:
-            shown = ", ".join(self.get_key_display(Binding(key, "")) for key in binding.key.split(","))
-            keys.setdefault(shown, binding.tooltip)
-        self.push_screen(HelpScreen(list(keys.items())))
+        sections = [("", [*self.BINDINGS, *extra]), ("In the prompt box", PromptInput.BINDINGS)]
+        self.push_screen(HelpScreen([(title, self.describe_keys(bindings)) for title, bindings in sections]))
+
+    def describe_keys(self, bindings: list[Binding]) -> list[tuple[str, str]]:
+        keys = {}  # key display -> what it does; the first binding of a key with a tooltip describes it
+        for binding in bindings:
+            if binding.tooltip:
+                shown = binding.key_display or ", ".join(
+                    self.get_key_display(Binding(key, "")) for key in binding.key.split(",")
+                )
+                keys.setdefault(shown, binding.tooltip)
+        return list(keys.items())
+
+    # The chat pane.
+
+    def action_focus_prompt(self) -> None:
+        self.query_one("#side", TabbedContent).active = "chat-tab"
+        self.query_one(PromptInput).focus()
+
+    def action_leave_prompt(self) -> None:
+        self.query_one("#conversation").focus()
+
+    def action_show_pane(self, pane: str) -> None:
+        self.query_one("#side", TabbedContent).active = pane
+        # Focus the pane shown (its arrow keys scroll it). Focus left in the hidden pane would bring that back.
+        self.query_one(SamplesLog if pane == "samples-tab" else "#conversation").focus()
+
+    @on(TabbedContent.TabActivated)
+    def pane_shown(self) -> None:
+        self.refresh_bindings()  # t names the other pane
+
+    def action_stop_reply(self) -> None:
+        self.query_one(ChatPane).stop()
+
+    def action_copy_reply(self) -> None:
+        reply = self.query_one(ChatPane).last_reply()
+        if reply is None:
+            self.notify("No reply yet: nothing to copy.", severity="warning")
+            return
+        self.copy_to_clipboard(reply)
+        self.notify(f"Copied the last reply ({len(reply):,} characters) to the clipboard.")
+
+    def action_sampling(self) -> None:
+        chat = self.query_one(ChatPane)
+
+        def apply(sampling) -> None:
+            if sampling is not None:
+                chat.set_sampling(sampling)
+                self.notify(f"Replies from now on: {sampling}", markup=False)
+
+        self.push_screen(SamplingScreen(chat.sampling), apply)
+
+    def action_save_conversation(self) -> None:
+        exchanges = self.query_one(ChatPane).exchanges
+        if not exchanges:
+            self.notify("No prompts yet: nothing to save.", severity="warning")
+            return
+        try:
+            path = save_conversation(exchanges, self.outputs.dir, f"minigpt-tui conversation, {self.sub_title}")
+        except OSError as e:
+            message = f"{e.filename or self.outputs.dir}: {e.strerror or e}"
+            self.notify(message, title="Could not save the conversation", severity="error", markup=False)
+            return
+        self.notify(f"Conversation saved to {path}", markup=False)
 
     def action_save_plot(self) -> None:
         if not self.history:

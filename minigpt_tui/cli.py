@@ -2,8 +2,10 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 from core.checkpoint import CheckpointError, load_model
+from core.config import TrainConfig, preset_name
 from core.events import Failed, Finished
 from core.generate import check_sampling, generate, prepare_prompt
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
@@ -31,9 +33,20 @@ def sampling_setting(name: str, kind: type):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="minigpt-tui", description="Train a GPT-2-style model from scratch and watch it learn."
+        prog="minigpt-tui",
+        description="Train a GPT-2-style model from scratch and watch it learn; chat with it while it trains.",
+        epilog="Without a subcommand it opens the training app (in it, F1 lists the keys and i types a prompt for "
+        "the chat). To continue a run in it: --resume CHECKPOINT; to chat with a checkpoint without training: "
+        "--checkpoint PATH.",
     )
     add_training_args(parser)
+    parser.add_argument(
+        "--checkpoint",
+        dest="chat_checkpoint",
+        metavar="PATH",
+        help="open the app with this checkpoint's weights to chat with, training nothing (the loss chart and "
+        "samples show its run); with --device and --out only",
+    )
     commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
     train = commands.add_parser("train", help="train without the UI, printing the log")
     add_training_args(train)
@@ -100,6 +113,8 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.chat_checkpoint:
+        return chat_only_main(parser, args)
     if args.command == "generate":
         return generate_main(parser, args)
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
@@ -108,10 +123,41 @@ def main(argv: list[str] | None = None) -> int:
     return tui_main(args.preset, model_cfg, train_cfg)
 
 
-def tui_main(preset_name: str, model_cfg, train_cfg) -> int:
+def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`minigpt-tui --checkpoint PATH`: the app with a checkpoint's weights, for chat only."""
+    if args.command:
+        parser.error(f"--checkpoint opens the app for chat only; it does not go with the {args.command} command")
+    allowed = ("chat_checkpoint", "command", "device", "out")
+    training_flags = [
+        f"--{name.replace('_', '-')}" for name, value in vars(args).items() if value is not None and name not in allowed
+    ]
+    if training_flags:
+        parser.error(
+            f"--checkpoint opens the app for chat only, without training, so {', '.join(training_flags)} "
+            "does not apply; to continue training from a checkpoint, use --resume"
+        )
+    try:
+        device = resolve_device(args.device or "auto")
+    except ValueError as e:
+        parser.error(str(e))
+    from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # Textual loads only for the app
+
+    print(f"Loading {args.chat_checkpoint}...", file=sys.stderr)
+    try:
+        checkpoint = OpenedCheckpoint.load(args.chat_checkpoint, device)
+    except CheckpointError as e:
+        print(f"minigpt-tui: error: {e}", file=sys.stderr)
+        return 1
+    out_dir = args.out or str(Path(args.chat_checkpoint).parent)  # the conversations go beside the checkpoint
+    train_cfg = TrainConfig(device=str(device), out_dir=out_dir, sample_prompt=checkpoint.sample_prompt)
+    model_cfg = checkpoint.model.cfg
+    return tui_main(preset_name(model_cfg), model_cfg, train_cfg, checkpoint)
+
+
+def tui_main(model_name: str, model_cfg, train_cfg, checkpoint=None) -> int:
     from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
 
-    result = MiniGPTApp(model_cfg, train_cfg, preset_name).run()
+    result = MiniGPTApp(model_cfg, train_cfg, model_name, checkpoint).run()
     if isinstance(result, Failed):
         print(f"minigpt-tui: error: {result.message}", file=sys.stderr)
         return 1

@@ -7,16 +7,22 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 class TrainingCommands(Provider):
     def _commands(self) -> list[tuple[str, str, str]]:
-        """(name, app action, help) for each command; the pause entry names what it will do now."""
+        """(name, app action, help) for each command that applies; the pause entry names what it will do now."""
         pause = "Resume training" if self.app.pause_requested else "Pause training"
-        return [
+        quit = "Stop training, save checkpoint, metrics and plot, and exit" if self.app.training else "Exit"
+        commands = [
             ("Save loss plot", "save_plot", "Write the loss plot PNG to the output directory now"),
             ("Save checkpoint now", "save_checkpoint", "Write last.pt at the next step boundary"),
             (pause, "toggle_pause", "Takes effect at the next step boundary"),
             ("Toggle log scale", "toggle_log_scale", "Switch the loss chart's y axis between linear and log"),
             ("Stop training", "stop_training", "Stop at the next step and save; the app stays open"),
-            ("Quit", "quit", "Stop training, save checkpoint, metrics and plot, and exit"),
+            ("Chat: type a prompt", "focus_prompt", "The model continues it with its latest weights"),
+            ("Chat: sampling settings", "sampling", "Temperature, top-k, top-p and max new tokens of the replies"),
+            ("Chat: copy the last reply", "copy_reply", "To the clipboard (through the terminal, also over SSH)"),
+            ("Chat: save the conversation", "save_conversation", "To chat-DATE-TIME.txt in the output directory"),
+            ("Quit", "quit", quit),
         ]
+        return [command for command in commands if self.app.check_action(command[1], ()) is not False]
 
     def _run(self, action: str):
         return functools.partial(self.app.run_action, action)

@@ -73,3 +73,35 @@ class PlotSaved(Message):
     def __init__(self, path: Path, error: str | None = None) -> None:
         super().__init__()
         self.path, self.error = path, error
+
+
+class ChatMessage(Message):
+    """News of the reply to the prompt numbered `exchange`, from the chat's thread (`chat.ChatEngine`)."""
+
+    def __init__(self, exchange: int) -> None:
+        super().__init__()
+        self.exchange = exchange
+
+
+class ReplyWaiting(ChatMessage):
+    """Its turn came before the model exists (training is still being set up): it waits for the weights."""
+
+
+class ReplyStarted(ChatMessage):
+    def __init__(self, exchange: int, weights: str, cropped_to: int | None = None) -> None:
+        """`weights` says which weights answer; `cropped_to` is set when the prompt was cut to that many tokens."""
+        super().__init__(exchange)
+        self.weights, self.cropped_to = weights, cropped_to
+
+
+class ReplyText(ChatMessage):
+    def __init__(self, exchange: int, text: str) -> None:
+        super().__init__(exchange)
+        self.text = text
+
+
+class ReplyEnded(ChatMessage):
+    def __init__(self, exchange: int, how: str = "done", tokens: int = 0, error: str | None = None) -> None:
+        """`how`: done (max tokens), end of text, stopped or cancelled; or `error` says why there is no reply."""
+        super().__init__(exchange)
+        self.how, self.tokens, self.error = how, tokens, error

@@ -5,7 +5,6 @@ import threading
 import time
 
 from textual.message_pump import MessagePump
-from textual.worker import Worker
 
 from core.config import GPTConfig, TrainConfig
 from core.control import TrainingControl
@@ -50,14 +49,16 @@ class EventForwarder:
 
 def start_training(
     app, model_cfg: GPTConfig, train_cfg: TrainConfig, control: TrainingControl, ended: threading.Event
-) -> Worker[Finished | Failed]:
+) -> TrainingRun:
     """Start the run on a thread worker. It ends with a Finished or Failed message, whatever happens, and
-    sets `ended` once the run has written its files (for when the app's own loop can no longer tell)."""
+    sets `ended` once the run has written its files (for when the app's own loop can no longer tell).
+    The run's `trainer` is there once the RunStarted message arrives."""
     forward = EventForwarder(app)
+    run = TrainingRun(model_cfg, train_cfg, forward, control)
 
     def train() -> Finished | Failed:
         try:
-            return TrainingRun(model_cfg, train_cfg, forward, control).run()
+            return run.run()
         except Exception as e:  # what core does not anticipate (e.g. the CPU running out of memory)
             failed = Failed(f"training crashed: {type(e).__name__}: {e}")
             forward(failed)
@@ -65,4 +66,5 @@ def start_training(
         finally:
             ended.set()
 
-    return app.run_worker(train, name="training", thread=True, exit_on_error=False)
+    app.run_worker(train, name="training", thread=True, exit_on_error=False)
+    return run

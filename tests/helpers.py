@@ -1,9 +1,17 @@
-"""Small helpers for tests that train: the cheapest model and a run that can be stopped or 'killed' on cue."""
+"""Small helpers for tests that train: the cheapest model, a run that can be stopped or 'killed' on cue, and a
+trainer whose optimizer steps are slow enough to catch anyone reading the weights halfway through one."""
+
+import time
+
+import torch
 
 from core.config import preset
 from core.control import TrainingControl
+from core.data import create_dataloaders
 from core.events import CheckpointSaved, StepDone
+from core.model import GPTModel
 from core.run import TrainingRun
+from core.trainer import Trainer, make_optimizer
 
 TINY16 = preset("tiny", context_length=16)  # with the short_corpus fixture: 10 steps per epoch at batch 2
 
@@ -34,3 +42,30 @@ def train(cfg, stop_after_step=None, crash_after_saving=None, model_cfg=TINY16):
 
 def of(events, kind):
     return [e for e in events if isinstance(e, kind)]
+
+
+class OneParameterAtATime:
+    """A fake optimizer whose step k sets every parameter to k, one parameter after another with a pause
+    in between: a reader that copies without waiting for the step to end gets a mix of k - 1 and k."""
+
+    def __init__(self, model):
+        self.params = list(model.parameters())
+        self.k = 0
+
+    def zero_grad(self, set_to_none=True):
+        pass
+
+    @torch.no_grad()
+    def step(self):
+        self.k += 1
+        for p in self.params:
+            p.fill_(self.k)
+            time.sleep(0.002)
+
+
+def make_trainer(cfg, train_cfg, story, optimizer=None, on_event=lambda event: None, control=None):
+    torch.manual_seed(0)
+    model = GPTModel(cfg)
+    train_loader, val_loader = create_dataloaders(story[:6000], cfg.context_length, train_cfg.batch_size, 123)
+    optimizer = optimizer(model) if optimizer else make_optimizer(model, train_cfg)
+    return Trainer(model, optimizer, train_loader, val_loader, train_cfg, torch.device("cpu"), on_event, control)

@@ -1,44 +1,15 @@
 """Copying the latest weights for the chat while training updates them on another thread."""
 
 import threading
-import time
 from dataclasses import replace
 
 import torch
+from helpers import OneParameterAtATime, make_trainer
 
 from core.checkpoint import load_model
-from core.data import create_dataloaders
 from core.events import StateChanged, StepDone
 from core.model import GPTModel
 from core.snapshot import WeightsVersion, copy_weights, inference_model, snapshot
-from core.trainer import Trainer, make_optimizer
-
-
-class OneParameterAtATime:
-    """A fake optimizer whose step k sets every parameter to k, one parameter after another with a pause
-    in between: a reader that copies without waiting for the step to end gets a mix of k - 1 and k."""
-
-    def __init__(self, model):
-        self.params = list(model.parameters())
-        self.k = 0
-
-    def zero_grad(self, set_to_none=True):
-        pass
-
-    @torch.no_grad()
-    def step(self):
-        self.k += 1
-        for p in self.params:
-            p.fill_(self.k)
-            time.sleep(0.002)
-
-
-def make_trainer(cfg, train_cfg, story, optimizer=None, on_event=lambda event: None, control=None):
-    torch.manual_seed(0)
-    model = GPTModel(cfg)
-    train_loader, val_loader = create_dataloaders(story[:6000], cfg.context_length, train_cfg.batch_size, 123)
-    optimizer = optimizer(model) if optimizer else make_optimizer(model, train_cfg)
-    return Trainer(model, optimizer, train_loader, val_loader, train_cfg, torch.device("cpu"), on_event, control)
 
 
 def same_weights(a, b) -> bool:
@@ -105,3 +76,14 @@ def test_snapshots_before_while_paused_and_after_training(tiny_cfg, quick_train_
 
 def test_a_checkpoint_without_progress_is_untrained_weights():
     assert WeightsVersion.from_progress(None) == WeightsVersion(0, 0, 0)
+
+
+def test_building_the_chat_model_leaves_the_training_random_stream_alone(tiny_cfg):
+    tied = replace(tiny_cfg, tie_weights=True)
+    before = torch.get_rng_state()
+    into = inference_model(tied)
+    assert torch.equal(torch.get_rng_state(), before)  # training's dropout draws from this stream
+    assert into.out_head.weight is into.tok_emb.weight  # the tie survives, so one copy fills both
+    source = GPTModel(tied).eval()
+    copy_weights(source, into)
+    assert same_weights(into, source)

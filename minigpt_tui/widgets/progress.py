@@ -15,7 +15,8 @@ class RunProgress(Horizontal):
         yield ProgressBar(id="run-progress", show_eta=False)
 
     def run_started(self, event: RunStarted) -> None:
-        self.query_one("#epoch-progress", ProgressBar).update(total=event.steps_per_epoch, progress=0)
+        in_epoch = event.start_step % event.steps_per_epoch if event.steps_per_epoch else 0  # a resumed run's
+        self.query_one("#epoch-progress", ProgressBar).update(total=event.steps_per_epoch, progress=in_epoch)
         total_steps = event.epochs * event.steps_per_epoch
         self.query_one("#run-progress", ProgressBar).update(total=total_steps, progress=event.start_step)
 

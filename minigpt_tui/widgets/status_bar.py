@@ -18,8 +18,9 @@ STATES = {
     "stopped": ("■ stopped", "bold $text-secondary"),
     "finished": ("✔ finished", "bold $text-accent"),
     "failed": ("✘ failed", "bold $text-error"),
+    "chat only": ("◆ chat only", "bold $text-accent"),  # a checkpoint opened with --checkpoint: nothing trains
 }
-ENDED = ("stopped", "finished", "failed")
+ENDED = ("stopped", "finished", "failed", "chat only")
 GAP = "  "
 
 
@@ -34,6 +35,14 @@ def compact(n: float) -> str:
         if n >= size:
             return f"{n / size:.1f}{unit}"
     return f"{n:,.0f}"
+
+
+def position(global_step: int, steps_per_epoch: int) -> tuple[int, int]:
+    """(epoch, step in it), 1-based as in StepDone, after `global_step` steps: the last step of an epoch is its own."""
+    if not global_step or not steps_per_epoch:
+        return 1, global_step
+    epoch = (global_step - 1) // steps_per_epoch + 1
+    return epoch, global_step - (epoch - 1) * steps_per_epoch
 
 
 def pack(items: list[Content], width: int) -> list[Content]:
@@ -105,11 +114,15 @@ class StatusBar(Widget):
         items = [Content.styled(label, style)]
         run, step = self.started, self.last_step
         if run is not None:
-            epoch, in_epoch, global_step = (step.epoch, step.step, step.global_step) if step else (1, 0, 0)
+            if step:
+                epoch, in_epoch, global_step = step.epoch, step.step, step.global_step
+            else:  # a resumed run starts where its checkpoint was
+                (epoch, in_epoch), global_step = position(run.start_step, run.steps_per_epoch), run.start_step
             tokens, speed = (step.tokens_seen, step.tokens_per_s) if step else (0, 0.0)
+            of_epoch = f"/{run.steps_per_epoch}" if run.steps_per_epoch else ""  # unknown for some checkpoints
             items += [
                 f"epoch {epoch}/{run.epochs}",
-                f"step {in_epoch}/{run.steps_per_epoch}",
+                f"step {in_epoch}{of_epoch}",
                 f"global step {global_step:,}",
                 f"{compact(tokens)} tokens",
                 f"{compact(speed)} tok/s",

@@ -1,8 +1,10 @@
 """The app on the tiny model and a very small corpus, so each test trains only a few steps."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from helpers import train
 
 from minigpt_tui.app import MiniGPTApp
 
@@ -31,3 +33,12 @@ def make_app(tiny_cfg, quick_train_cfg, tui_corpus):
         return app
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(short_train_cfg, tmp_path_factory):
+    """last.pt of a finished 2-epoch run of the 16-token tiny model (helpers.TINY16): 20 steps, its metrics
+    and 2 samples."""
+    out_dir = tmp_path_factory.mktemp("trained")
+    run, _ = train(replace(short_train_cfg, out_dir=str(out_dir)))
+    return Path(run.outputs.checkpoint)

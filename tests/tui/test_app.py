@@ -7,7 +7,7 @@ from tui_helpers import record_notifications, screen_text, wait_for
 from core import events
 from core.checkpoint import load_model
 from minigpt_tui import messages
-from minigpt_tui.widgets import LossChart, RunProgress, SamplesLog, StatusBar
+from minigpt_tui.widgets import ChatPane, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LONG_RUN = {"epochs": 1000}  # runs until the test stops it
@@ -185,9 +185,14 @@ async def test_the_help_screen_lists_every_key(make_app):
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("f1")
         text = screen_text(app)
-        for key in ("p, space", "s ", "c ", "l ", "q ", "^c", "f1, ?", "^q", "^p"):
+        for key in ("p, space", "s ", "c ", "l ", "i ", "t ", "esc ", "^y ", "^o ", "q ", "^c", "f1, ?", "^q", "^p"):
             assert key in text
         assert "Save the loss plot PNG" in text
+        await pilot.press("end")  # the rest, below: the keys of the prompt box
+        text = screen_text(app)
+        assert "In the prompt box" in text
+        for key in ("⏎ ", "↑↓ ", "tab "):
+            assert key in text
         await pilot.press("escape")
         assert "Save the loss plot PNG" not in screen_text(app)
 
@@ -203,4 +208,13 @@ async def test_the_layout_fits_80_by_24(make_app):
         assert app.query_one(LossChart).size.height >= 10
         text = screen_text(app)
         assert "tok/s" in text and "parameters · cpu" in text  # the status lines are not cut off
-        assert "Resume" in text.splitlines()[-1]  # the footer
+        footer = text.splitlines()[-1]
+        for key in ("p Resume", "i Prompt", "t Chat", "q Quit", "f1 Help"):
+            assert key in footer
+
+        await pilot.press("i")  # the chat takes the samples' place, the prompt box at its bottom
+        for widget in (ChatPane, PromptInput):
+            region = app.query_one(widget).region
+            assert region.area > 0 and screen.contains_region(region), widget.__name__
+        assert app.query_one("#conversation").size.height >= 8
+        assert "greedy · up to 50 tokens" in screen_text(app)

@@ -1,0 +1,106 @@
+"""Checkpoints in the app: `--checkpoint PATH` chats with its weights without training; `--resume PATH` continues
+the run and shows all of it."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from helpers import TINY16
+from tui_helpers import screen_text, wait_for
+
+from core.checkpoint import load_checkpoint
+from core.config import TrainConfig
+from minigpt_tui import cli
+from minigpt_tui.app import MiniGPTApp
+from minigpt_tui.opened_checkpoint import OpenedCheckpoint
+from minigpt_tui.widgets import ChatPane, LossChart, PromptInput, SamplesLog, StatusBar
+
+
+def chat_only_app(path: Path, out_dir: Path) -> MiniGPTApp:
+    checkpoint = OpenedCheckpoint.load(path, "cpu")
+    train_cfg = TrainConfig(device="cpu", out_dir=str(out_dir), sample_prompt=checkpoint.sample_prompt)
+    return MiniGPTApp(checkpoint.model.cfg, train_cfg, "tiny", checkpoint)
+
+
+async def test_a_checkpoint_opens_for_chat_only_with_its_run_on_show(trained_checkpoint, tmp_path):
+    history = load_checkpoint(trained_checkpoint)["history"]
+    app = chat_only_app(trained_checkpoint, tmp_path)
+    async with app.run_test(size=(200, 30)) as pilot:
+        assert app.focused is app.query_one(PromptInput)  # ready to type
+        assert app.query_one(LossChart).steps == [record["global_step"] for record in history]
+        assert len(app.query_one(SamplesLog).query(".sample-text")) == 2
+        text = screen_text(app)
+        assert "◆ chat only" in text and "epoch 2/2  step 10/10  global step 20" in text
+        assert f"checkpoint {trained_checkpoint}" in text  # in the title
+        footer = text.splitlines()[-1]
+        assert "Send" in footer
+
+        await pilot.press(*"pq", "enter")  # letters, even p and q
+        await wait_for(pilot, lambda: not app.query_one(ChatPane).busy, "the reply")
+        (exchange,) = app.query_one(ChatPane).exchanges
+        assert exchange.prompt == "pq" and exchange.reply
+        assert exchange.weights == "last.pt, end of epoch 2 (step 20)"
+
+        await pilot.press("tab")
+        footer = screen_text(app).splitlines()[-1]
+        assert "Quit" in footer and "Pause" not in footer and "Checkpoint" not in footer  # nothing trains
+        await pilot.press("p", "c")  # nothing happens
+        assert app.state() == "chat only" and not list(tmp_path.iterdir())
+        await pilot.press("q")  # leaves at once: there is nothing to stop or save
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    assert app.return_value is None
+
+
+async def test_resuming_in_the_app_shows_the_whole_run(trained_checkpoint, short_train_cfg, tmp_path):
+    saved = load_checkpoint(trained_checkpoint)
+    resumed = replace(short_train_cfg, resume=str(trained_checkpoint), epochs=3, out_dir=str(tmp_path))
+    app = MiniGPTApp(TINY16, resumed, "tiny")
+    app.control.pause()  # before its first step: what shows comes from the checkpoint
+    async with app.run_test(size=(200, 30)) as pilot:
+        await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
+        assert app.query_one(LossChart).steps == [record["global_step"] for record in saved["history"]]
+        assert app.query_one(StatusBar).best_val is not None
+        assert len(app.query_one(SamplesLog).query(".sample-text")) == 2
+        text = screen_text(app)
+        assert "epoch 2/3  step 10/10  global step 20" in text and f"resumed from {trained_checkpoint}" in text
+        assert "Samples (2)" in text
+
+        await app.run_action("focus_prompt")
+        app.query_one(PromptInput).insert_text_at_cursor("Every effort")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.query_one(ChatPane).busy, "the reply")
+        assert app.query_one(ChatPane).exchanges[0].weights == "end of epoch 2 (step 20)"  # the resumed weights
+
+
+def test_the_checkpoint_flag_opens_the_app_on_it(trained_checkpoint, monkeypatch):
+    opened = {}
+    monkeypatch.setattr(cli, "tui_main", lambda *args: opened.update(args=args) or 0)
+    assert cli.main(["--checkpoint", str(trained_checkpoint), "--device", "cpu"]) == 0
+    model_name, model_cfg, train_cfg, checkpoint = opened["args"]
+    assert model_cfg == TINY16 and checkpoint.version.global_step == 20
+    assert train_cfg.out_dir == str(trained_checkpoint.parent)  # conversations are saved beside it
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--epochs", "3"], "--checkpoint opens the app for chat only, without training, so --epochs does not apply"),
+        (["--resume", "x.pt"], "so --resume does not apply"),
+        (["train"], "it does not go with the train command"),
+    ],
+)
+def test_the_checkpoint_flag_refuses_training_flags(flags, message, trained_checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "tui_main", lambda *args: pytest.fail("the app opened"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--checkpoint", str(trained_checkpoint), *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_checkpoint_is_one_line_before_the_app_opens(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "tui_main", lambda *args: pytest.fail("the app opened"))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert cli.main(["--checkpoint", str(tmp_path / "bad.pt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Loading {tmp_path / 'bad.pt'}...\nminigpt-tui: error: ")
+    assert "is truncated or not a checkpoint" in err
