@@ -1,29 +1,28 @@
-"""Generation speed: greedy decoding with the KV cache (`generate`) against without (`generate_text_simple`).
+"""Generation speed: greedy decoding with the KV cache (`generate`) against without (`generate_text_simple`),
+and against the reference implementation's two ways (`llms-from-scratch` 1.0.19, see bench/reference.py).
 
     python bench/generation.py                             # gpt2-124m, 200 new tokens from a 5-token prompt
     python bench/generation.py --preset tiny --repeats 2   # a quick try
 
 The model is randomly initialised: speed does not depend on what the weights are, and the benchmark needs no
-checkpoint. Each method first runs once to warm up (not timed); then time to first token is the median of
-`--repeats` one-token runs and throughput the median of `--repeats` full runs, all in this one process, the
-methods taking turns. The
+checkpoint. The reference models get the same weights, so every row must produce the same tokens. Each method
+first runs once to warm up (not timed); then time to first token is the median of `--repeats` one-token runs
+and throughput the median of `--repeats` full runs, all in this one process, the methods taking turns. The
 cache only helps up to the context length: past it, every token re-prefills the window (see core/generate.py),
-so `--new-tokens` beyond the context measures that regime.
+so `--new-tokens` beyond the context measures that regime (the reference's KV cache cannot go there).
 
 Each row of the table is a method: a function (model, prompt ids (1, n), number of new tokens) -> new ids.
 To compare another implementation, add it to METHODS.
 """
 
 import argparse
-import json
-import os
-import platform
+import functools
+import importlib.util
 import statistics
-import time
-from datetime import datetime
-from pathlib import Path
 
 import torch
+from common import load_average, machine, timed, write_results
+from reference import PACKAGE, kv_cache_module, reference_model
 
 from core.config import PRESETS, preset
 from core.generate import generate, generate_text_simple
@@ -32,7 +31,6 @@ from core.run import resolve_device
 from core.tokenizer import text_to_token_ids
 
 PROMPT = "I had always thought Jack"  # the story's first words: 5 tokens
-RESULTS = Path(__file__).parent / "results"
 
 
 def cached(model, prompt: torch.Tensor, n_tokens: int) -> list[int]:
@@ -43,29 +41,56 @@ def uncached(model, prompt: torch.Tensor, n_tokens: int) -> list[int]:
     return generate_text_simple(model, prompt, n_tokens, model.cfg.context_length)[0].tolist()
 
 
+@functools.cache
+def _reference(model: GPTModel, variant: str):
+    return reference_model(model, variant)
+
+
+def reference_uncached(model, prompt: torch.Tensor, n_tokens: int) -> list[int]:
+    from llms_from_scratch.ch04 import generate_text_simple as reference_generate
+
+    with torch.no_grad():
+        ids = reference_generate(_reference(model, "ch04"), prompt, n_tokens, model.cfg.context_length)
+    return ids[0, prompt.size(1) :].tolist()
+
+
+def reference_cached(model, prompt: torch.Tensor, n_tokens: int) -> list[int]:
+    """The reference's KV-cache model, decoded greedily the way its notebook does (prefill, then one token at a
+    time), without the notebook's extra forward pass after the last token."""
+    reference = _reference(model, "kv_cache")
+    reference.current_pos = 0  # its position counter; a new cache starts at 0
+    cache = kv_cache_module().KVCache(n_layers=model.cfg.n_layers)
+    new_ids, pending = [], prompt
+    with torch.no_grad():
+        while True:
+            next_id = reference(pending, use_cache=True, cache=cache)[:, -1].argmax(dim=-1, keepdim=True)
+            new_ids.append(int(next_id))
+            if len(new_ids) == n_tokens:
+                return new_ids
+            pending = next_id
+
+
 BASELINE = "uncached: generate_text_simple()"
+REFERENCE_UNCACHED = "reference: ch04 generate_text_simple()"
+REFERENCE_CACHED = "reference: kv_cache GPTModel (mask fixed)"
 METHODS = {"cached: generate()": cached, BASELINE: uncached}
+REFERENCE_METHODS = {REFERENCE_CACHED: reference_cached, REFERENCE_UNCACHED: reference_uncached}
 
 
-def timed(method, model, prompt, n_tokens) -> tuple[float, list[int]]:
-    start = time.perf_counter()
-    tokens = method(model, prompt, n_tokens)  # token ids come back as Python ints: any GPU work has finished
-    return time.perf_counter() - start, tokens
-
-
-def measure(model, prompt, n_tokens: int, repeats: int) -> dict[str, dict]:
+def measure(methods: dict, model, prompt, n_tokens: int, repeats: int) -> dict[str, dict]:
     """Each method's figures. Repetitions take turns across methods, so a change in the machine's load
     during the run weighs on all of them alike."""
-    for method in METHODS.values():
-        timed(method, model, prompt, min(n_tokens, 5))  # warm-up
-    first_token_s = {name: [] for name in METHODS}
-    runs = {name: [] for name in METHODS}
+    device = prompt.device
+    for method in methods.values():
+        timed(device, method, model, prompt, min(n_tokens, 5))  # warm-up
+    first_token_s = {name: [] for name in methods}
+    runs = {name: [] for name in methods}
     for _ in range(repeats):
-        for name, method in METHODS.items():
-            first_token_s[name].append(timed(method, model, prompt, 1)[0])
-            runs[name].append(timed(method, model, prompt, n_tokens))
+        for name, method in methods.items():
+            first_token_s[name].append(timed(device, method, model, prompt, 1)[0])
+            runs[name].append(timed(device, method, model, prompt, n_tokens))
     rows = {}
-    for name in METHODS:
+    for name in methods:
         total_s = statistics.median(seconds for seconds, _ in runs[name])
         rows[name] = {
             "first_token_s": statistics.median(first_token_s[name]),
@@ -84,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the median is reported")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
+    parser.add_argument("--no-reference", action="store_true", help="only this project's methods")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -92,7 +118,15 @@ def main() -> None:
     cfg = preset(args.preset)
     model = GPTModel(cfg).to(device).eval()
     prompt = text_to_token_ids(PROMPT).to(device)
-    load = os.getloadavg()[0]
+    methods = dict(METHODS)
+    if not args.no_reference:
+        if importlib.util.find_spec("llms_from_scratch") is None:
+            print(f"(no reference rows: pip install --no-deps {PACKAGE} to add them)")
+        elif prompt.size(1) + args.new_tokens > cfg.context_length:
+            print("(no reference rows: its KV cache cannot go past the context length)")
+        else:
+            methods |= REFERENCE_METHODS
+    load = load_average()
     print(
         f"{args.preset} ({model.num_parameters():,} parameters, random init), {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}\n"
@@ -100,38 +134,35 @@ def main() -> None:
         f"median of {args.repeats}; load average at start {load:.2f}\n"
     )
 
-    rows = measure(model, prompt, args.new_tokens, args.repeats)
-    baseline = rows[BASELINE]
+    rows = measure(methods, model, prompt, args.new_tokens, args.repeats)
+    baseline = rows[REFERENCE_UNCACHED] if REFERENCE_UNCACHED in rows else rows[BASELINE]
+    baseline_name = REFERENCE_UNCACHED if REFERENCE_UNCACHED in rows else BASELINE
     for row in rows.values():
-        row["vs_uncached"] = row["tokens_per_s"] / baseline["tokens_per_s"]
-        row["same_tokens"] = row["tokens"] == baseline["tokens"]
+        row["speedup"] = row["tokens_per_s"] / baseline["tokens_per_s"]
+        row["same_tokens"] = row["tokens"] == rows[BASELINE]["tokens"]
     width = max(map(len, rows))
-    print(f"{'method':<{width}}  {'first token':>11}  {'tokens/s':>8}  {'total':>8}  {'vs uncached':>11}  same tokens")
+    print(f"{'method':<{width}}  {'first token':>11}  {'tokens/s':>8}  {'total':>8}  {'speed-up':>8}  same tokens")
     for name, row in rows.items():
         print(
             f"{name:<{width}}  {row['first_token_s']:>9.3f} s  {row['tokens_per_s']:>8.2f}  {row['total_s']:>6.2f} s"
-            f"  {row['vs_uncached']:>10.1f}x  {'yes' if row['same_tokens'] else 'NO'}"
+            f"  {row['speedup']:>7.1f}x  {'yes' if row['same_tokens'] else 'NO'}"
         )
+    print(f"speed-up: tokens/s relative to {baseline_name}; load average at end {load_average():.2f}")
 
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"generation-{args.preset}-{datetime.now():%Y%m%d-%H%M%S}.json"
     result = {
         "preset": args.preset,
         "parameters": model.num_parameters(),
         "weights": "random init",
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
+        **machine(device),
         "load_average_at_start": load,
+        "load_average_at_end": load_average(),
         "prompt_tokens": prompt.size(1),
         "new_tokens": args.new_tokens,
         "repeats": args.repeats,
+        "speedup_relative_to": baseline_name,
         "methods": {name: {k: v for k, v in row.items() if k != "tokens"} for name, row in rows.items()},
     }
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {write_results(f'generation-{args.preset}', result)}")
 
 
 if __name__ == "__main__":

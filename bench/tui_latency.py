@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from common import load_average, write_results
+
 REPO = Path(__file__).resolve().parents[1]  # run this checkout's code, whatever the current directory
 MARKERS = {True: b"log scale", False: b"linear scale"}  # the chart's border after each press of `l`
 
@@ -87,18 +89,23 @@ def training_speed(out_dir: Path) -> tuple[float, int]:
 def measure_latency(args, out_dir: Path) -> list[float]:
     argv = [sys.executable, "-m", "minigpt_tui.cli", *args.train_flags, "--out", str(out_dir)]
     term = Terminal(argv, args.cols, args.rows)
-    term.wait_for(b"running")  # the model is built and training
-    time.sleep(1)
-    log_scale, latencies = False, []
-    for _ in range(args.presses):
-        time.sleep(random.uniform(0.2, 0.5))  # unsynchronised with the training steps
-        start, sent = term.press(b"l")
-        log_scale = not log_scale
-        latencies.append(term.wait_for(MARKERS[log_scale], start) - sent)
-    term.wait_for(b"finished")
-    term.press(b"q")
-    term.proc.wait(timeout=60)
-    return latencies
+    try:
+        term.wait_for(b"running")  # the model is built and training
+        time.sleep(1)
+        log_scale, latencies = False, []
+        for _ in range(args.presses):
+            time.sleep(random.uniform(0.2, 0.5))  # unsynchronised with the training steps
+            start, sent = term.press(b"l")
+            log_scale = not log_scale
+            latencies.append(term.wait_for(MARKERS[log_scale], start) - sent)
+        term.wait_for(b"finished")
+        term.press(b"q")
+        term.proc.wait(timeout=60)
+        return latencies
+    finally:
+        if term.proc.poll() is None:  # a step above failed: leave no training app behind
+            term.proc.kill()
+            term.proc.wait()
 
 
 def main() -> None:
@@ -112,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     args.train_flags = ["--preset", args.preset, "--epochs", str(args.epochs), "--device", args.device]
 
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         tui_out, headless_out = Path(tmp) / "tui", Path(tmp) / "headless"
         latencies = sorted(measure_latency(args, tui_out))
@@ -130,10 +137,22 @@ def main() -> None:
     cpus = len(os.sched_getaffinity(0))
     print(f"{args.preset} on {args.device}, {steps} steps, {cpus} CPUs, {args.cols}x{args.rows} terminal")
     # Other work on the machine skews both figures: the load average says how busy it was.
-    print(f"load average (1 min) before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
+    print(f"load average (1 min) before: {load_before:.2f}, after: {load_average():.2f}")
     print(f"keypress-to-screen latency over {len(ms)} presses while training:")
     print(f"  p50 {statistics.median(ms):.1f} ms, p95 {p95:.1f} ms, max {ms[-1]:.1f} ms")
     print(f"training tokens/s: TUI {tui_speed:.1f}, headless {headless_speed:.1f} ({tui_speed / headless_speed:.1%})")
+    result = {
+        "preset": args.preset,
+        "device": args.device,
+        "steps": steps,
+        "cpus": cpus,
+        "terminal": f"{args.cols}x{args.rows}",
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "latency_ms": {"p50": statistics.median(ms), "p95": p95, "max": ms[-1], "all": ms},
+        "tokens_per_s": {"tui": tui_speed, "headless": headless_speed, "ratio": tui_speed / headless_speed},
+    }
+    print(f"wrote {write_results(f'tui-latency-{args.preset}', result)}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda, then mps, then cpu
     data: str | None = None  # corpus file or directory; None = the bundled data/the-verdict.txt
     token_cache: str | None = None  # where large corpora are tokenized to; None = core.token_cache.default_cache_dir()
+    dtype: str = "auto"  # of the forward pass: auto = bfloat16 autocast on a GPU that has it, else float32
+    compile: bool = False  # torch.compile the model for training: faster steps on a GPU after a minute of compiling
     init: str | None = None  # pretrained weights to start from (a GPT-2 size or a model.safetensors); None = random
     out_dir: str = "results"
     sample_prompt: str = "Every effort moves you"

@@ -29,6 +29,7 @@ from core.events import EpochSampled, Evaluated, Failed, Finished, Tokenizing
 from core.fileio import atomic_write, remove_leftover_temp_files
 from core.model import GPTModel
 from core.plotting import save_loss_plot
+from core.precision import allow_tf32
 from core.pretrained import load_pretrained
 from core.token_cache import CACHE_DIR_ENV, cache_path, default_cache_dir, load_tokens, tokenize_files
 from core.trainer import Trainer, TrainingError, make_optimizer
@@ -211,6 +212,7 @@ class TrainingRun:
     def run(self) -> Finished | Failed:
         try:
             device = self.dist.device(resolve_device(self.train_cfg.device))
+            allow_tf32(device)
             with process_group(self.dist, device):
                 self.trainer = trainer = self._setup(device)
                 completed = trainer.run()

@@ -19,6 +19,7 @@ from core.config import KEPT_ON_RESUME, PRESETS, GPTConfig, TrainConfig, preset,
 from core.control import TrainingControl
 from core.data import LARGE_CORPUS_BYTES
 from core.events import EpochSampled, Evaluated, Failed, RunStarted, Tokenizing
+from core.precision import DTYPES
 from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
 from core.run import TrainingRun, resolve_device
 from core.token_cache import CACHE_DIR_ENV, default_cache_dir
@@ -29,19 +30,10 @@ DEFAULT_PRESET = "gpt2-124m"
 # at the same text in another place. See configs_from_args.
 # --grad-accum may change as long as the micro-batches per step stay the same (e.g. one process accumulating what
 # two computed): Trainer.load_state_dict checks that.
-CHANGEABLE_ON_RESUME = (
-    "epochs",
-    "max_steps",
-    "lr",
-    "eval_freq",
-    "eval_batches",
-    "save_every",
-    "device",
-    "out_dir",
-    "data",
-    "token_cache",
-    "grad_accum",
-)
+# Where and how fast the run computes: the machine's business, not the run's, so a resumed run does not inherit them.
+MACHINE_SETTINGS = ("device", "dtype", "compile", "token_cache")
+CHANGEABLE_ON_RESUME = ("epochs", "max_steps", "lr", "eval_freq", "eval_batches", "save_every", "out_dir", "data")
+CHANGEABLE_ON_RESUME += ("grad_accum", *MACHINE_SETTINGS)
 
 
 def positive(kind):
@@ -122,6 +114,17 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=_non_negative_int, help=f"default: {d.seed}")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        help="precision of the forward pass (autocast); auto: bfloat16 on a GPU that has it, else float32",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model: faster steps on a GPU, after a minute or more of compiling",
+    )
     parser.add_argument("--out", metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})")
     parser.add_argument(
         "--token-cache",
@@ -158,6 +161,8 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "eval_batches": args.eval_batches,
         "seed": args.seed,
         "device": args.device,
+        "dtype": args.dtype,
+        "compile": args.compile,
         "data": args.data,
         "init": args.init,
         "out_dir": args.out,
@@ -228,8 +233,8 @@ def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, 
             refuse(f"--{name.replace('_', '-')}", given[name], f"{path} was trained with {getattr(saved, name)}")
     changes = {name: value for name, value in given.items() if name in CHANGEABLE_ON_RESUME}
     changes.setdefault("out_dir", str(Path(path).parent))  # carry on in the checkpoint's directory
-    changes.setdefault("device", TrainConfig.device)  # the machine's business, not the run's
-    changes.setdefault("token_cache", TrainConfig.token_cache)  # so is this
+    for name in MACHINE_SETTINGS:
+        changes.setdefault(name, getattr(TrainConfig, name))
     if "epochs" in changes:
         changes["max_steps"] = None  # a length in epochs replaces a length in steps
     train_cfg = replace(saved, resume=path, **changes)

@@ -190,6 +190,7 @@ def test_flags_that_may_change_on_resume_do_and_the_rest_comes_from_the_checkpoi
     )
 
     changes = ["--lr", "0.002", "--eval-freq", "2", "--eval-batches", "1", "--save-every", "4", "--device", "cpu"]
+    changes += ["--dtype", "bfloat16", "--compile"]
     (_, cfg), _ = configs_for("--resume", str(stopped_run), *changes, "--out", str(tmp_path), "--batch-size", "2")
     assert (cfg.lr, cfg.eval_freq, cfg.eval_batches, cfg.save_every, cfg.device, cfg.out_dir) == (
         0.002,
@@ -199,6 +200,17 @@ def test_flags_that_may_change_on_resume_do_and_the_rest_comes_from_the_checkpoi
         "cpu",
         str(tmp_path),
     )
+    assert (cfg.dtype, cfg.compile) == ("bfloat16", True)
+
+
+def test_a_resumed_run_picks_device_and_precision_anew(stopped_run, tmp_path):
+    """Where and how fast a run computes belongs to the machine it continues on, not to the checkpoint."""
+    ckpt = load_checkpoint(stopped_run)
+    ckpt["train_config"] |= {"device": "cuda", "dtype": "bfloat16", "compile": True}  # as if from a GPU run
+    save_checkpoint(tmp_path / "last.pt", ckpt)
+
+    (_, cfg), _ = configs_for("--resume", str(tmp_path / "last.pt"))
+    assert (cfg.device, cfg.dtype, cfg.compile) == ("auto", "auto", False)
 
 
 def test_a_finished_run_is_continued_only_with_more_epochs(uninterrupted, capsys):

@@ -1,0 +1,64 @@
+"""What the benchmarks share: timing with the device synchronised, the machine's matmul peak, and the results file."""
+
+import json
+import os
+import platform
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"  # git-ignored
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a timer measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, fn, *args):
+    """(seconds, result) of one call of fn(*args), the device's queued work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn(*args)
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 3) -> tuple[float, str]:
+    """(FLOP/s, what was measured): the median rate of a large square matrix product in `dtype` on `device`,
+    the practical ceiling that MFU (model FLOPs utilisation) is measured against."""
+    n = 8192 if device.type == "cuda" else 4096  # ~1 s on 2 CPU cores; ~1 ms on an H100
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    seconds = sorted(timed(device, torch.mm, a, b)[0] for _ in range(repeats))[repeats // 2]
+    return 2 * n**3 / seconds, f"{n}x{n} {str(dtype).removeprefix('torch.')} matmul"
+
+
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine skews every figure, so each result records it."""
+    return os.getloadavg()[0]
+
+
+def machine(device: torch.device) -> dict:
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def write_results(name: str, result: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
