@@ -47,6 +47,8 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         reason = str(e).splitlines()[0].split(". ")[0]  # torch's first sentence says what is wrong
         raise CheckpointError(f"{path}: is truncated or not a checkpoint ({reason})") from None
+    except Exception as e:  # torch's reader of the older format fails on garbage in many ways (KeyError, ...)
+        raise CheckpointError(f"{path}: is truncated or not a checkpoint ({type(e).__name__} reading it)") from None
     if not isinstance(ckpt, dict) or not {"format_version", "model", "model_config"} <= ckpt.keys():
         raise CheckpointError(f"{path}: is not a minigpt-tui checkpoint (no model weights and config in it)")
     if not isinstance(ckpt["format_version"], int) or ckpt["format_version"] > FORMAT_VERSION:
