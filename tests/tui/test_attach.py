@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from helpers import train
 from test_run_files import RUNNING, append, line, write_status
-from tui_helpers import screen_text, wait_for
+from tui_helpers import record_notifications, screen_text, wait_for
 
 from core.config import TrainConfig
 from core.fileio import atomic_write
@@ -59,15 +59,15 @@ async def test_the_app_waits_for_the_run_then_follows_its_files_as_they_grow(tmp
 
         write_status(run_dir, RUNNING | ALIVE | {"state": "finished"})
         await wait_for(pilot, lambda: "✔ finished" in screen_text(app), "the run to finish")
-        await pilot.press("p", "c", "q")  # p and c do nothing here; q leaves at once
+        notes = record_notifications(app)
+        await pilot.press("p", "c", "s")  # p and c do nothing here; s saves the plot of what was followed
+        await wait_for(pilot, lambda: notes, "the plot")
+        assert notes == [f"Loss plot saved to {run_dir / 'loss_plot.png'}"]
+        await pilot.press("q")  # leaves at once
         await wait_for(pilot, lambda: not app.is_running, "the app to exit")
     assert app.return_value is None
-    assert sorted(path.name for path in run_dir.iterdir()) == [
-        "config.json",
-        "metrics.jsonl",
-        "samples.txt",
-        "status.json",
-    ]
+    files = ["config.json", "loss_plot.png", "metrics.jsonl", "samples.txt", "status.json"]
+    assert sorted(path.name for path in run_dir.iterdir()) == files
 
 
 async def test_a_run_rewriting_its_files_replaces_what_is_shown(tmp_path):
