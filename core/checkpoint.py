@@ -91,9 +91,10 @@ def _config_from(ckpt: dict, key: str, config_class, path: str | Path):
     return config_class(**saved)
 
 
-def load_model(path: str | Path, device="cpu") -> tuple[GPTModel, dict]:
-    """The model stored in a checkpoint (in eval mode, on `device`) and the checkpoint itself."""
-    ckpt = load_checkpoint(path)
+def load_model(path: str | Path, device="cpu", mmap: bool = False) -> tuple[GPTModel, dict]:
+    """The model stored in a checkpoint (in eval mode, on `device`) and the checkpoint itself. With `mmap`, the
+    rest of the training state (the optimizer's moments: twice the weights) is not read from disk."""
+    ckpt = load_checkpoint(path, mmap=mmap)
     model = GPTModel(model_config_from(ckpt, path))
     try:
         model.load_state_dict(ckpt["model"])
