@@ -36,6 +36,8 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
         raise CheckpointError(f"{path}: no such file" if not path.exists() else f"{path}: is not a file")
     try:
         # weights_only: only tensors and plain containers are rebuilt, so a crafted file cannot run code.
+        # Only torch's zip format can be mapped; a file in the older format (or junk) is read as it is.
+        mmap = mmap and zipfile.is_zipfile(path)
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if "Unsupported global" in str(e):
