@@ -46,9 +46,9 @@ async def test_the_app_waits_for_the_run_then_follows_its_files_as_they_grow(tmp
         (run_dir / "config.json").write_text(json.dumps({"train": {"sample_prompt": "Every effort"}}))
         append(run_dir / "metrics.jsonl", line(global_step=2, step=2) + line(global_step=4, step=4)[:30])
         write_status(run_dir, RUNNING | ALIVE)
-        await wait_for(pilot, lambda: chart_steps(app) == [2], "the first evaluation")
-        text = screen_text(app)
-        assert "● running" in text and "epoch 1/3  step 2/10  global step 2" in text
+        await wait_for(pilot, lambda: "● running" in screen_text(app) and chart_steps(app) == [2], "the run")
+        text = screen_text(app)  # the poll may have caught the metrics before the status, or after: both are in
+        assert "epoch 1/3  step 2/10  global step 2" in text
         assert f"attached to {run_dir}" in text and "1.2k parameters" in text
 
         append(run_dir / "metrics.jsonl", line(global_step=4, step=4)[30:] + "not json\n" + line(global_step=6, step=6))
@@ -95,23 +95,24 @@ async def test_the_chat_answers_from_the_runs_newest_checkpoint(short_train_cfg,
         await send(pilot, app, "Every effort")
         assert app.query_one(ChatPane).exchanges[0].error.startswith("No checkpoint yet: the run has not saved last.pt")
 
-        trained = threading.Thread(target=train, args=(replace(short_train_cfg, out_dir=str(run_dir)),))
-        trained.start()  # a tiny run in this process stands for one in another
-        await wait_for(pilot, lambda: app.state() == "finished" and samples_shown(app) == 2, "the run to finish")
+        first = replace(short_train_cfg, out_dir=str(run_dir), epochs=1, save_every=10)  # 10 steps, one save
+        trained = threading.Thread(target=train, args=(first,))
+        trained.start()  # a tiny run in this process stands for one in another (the timeouts: a busy machine)
+        await wait_for(pilot, lambda: app.state() == "finished" and samples_shown(app) == 1, "the run", timeout=300)
         trained.join()
-        assert chart_steps(app) == [5, 10, 15, 20]
-        assert "epoch 2/2  step 10/10  global step 20" in screen_text(app)
+        assert chart_steps(app) == [5, 10]
+        assert "epoch 1/1  step 10/10  global step 10" in screen_text(app)
         await send(pilot, app, "Every effort")
-        assert app.query_one(ChatPane).exchanges[1].weights == "last.pt, end of epoch 2 (step 20)"
+        assert app.query_one(ChatPane).exchanges[1].weights == "last.pt, end of epoch 1 (step 10)"
 
-        resumed = replace(short_train_cfg, out_dir=str(run_dir), resume=str(run_dir / "last.pt"), epochs=3)
+        resumed = replace(first, resume=str(run_dir / "last.pt"), epochs=2)
         trained = threading.Thread(target=train, args=(resumed,))
         trained.start()
-        await wait_for(pilot, lambda: app.state() == "finished" and samples_shown(app) == 3, "the resumed run")
+        await wait_for(pilot, lambda: app.state() == "finished" and samples_shown(app) == 2, "resumed", timeout=300)
         trained.join()
-        assert chart_steps(app) == [5, 10, 15, 20, 25, 30]  # the whole run, once
+        assert chart_steps(app) == [5, 10, 15, 20]  # the whole run, once
         await send(pilot, app, "Every effort")
-        assert app.query_one(ChatPane).exchanges[2].weights == "last.pt, end of epoch 3 (step 30)"
+        assert app.query_one(ChatPane).exchanges[2].weights == "last.pt, end of epoch 2 (step 20)"
 
 
 async def send(pilot, app, prompt: str) -> None:
