@@ -36,6 +36,8 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
         raise CheckpointError(f"{path}: no such file" if not path.exists() else f"{path}: is not a file")
     try:
         # weights_only: only tensors and plain containers are rebuilt, so a crafted file cannot run code.
+        # Only torch's zip format can be mapped; a file in the older format (or junk) is read as it is.
+        mmap = mmap and zipfile.is_zipfile(path)
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if "Unsupported global" in str(e):
@@ -47,6 +49,8 @@ def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) ->
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         reason = str(e).splitlines()[0].split(". ")[0]  # torch's first sentence says what is wrong
         raise CheckpointError(f"{path}: is truncated or not a checkpoint ({reason})") from None
+    except Exception as e:  # torch's reader of the older format fails on garbage in many ways (KeyError, ...)
+        raise CheckpointError(f"{path}: is truncated or not a checkpoint ({type(e).__name__} reading it)") from None
     if not isinstance(ckpt, dict) or not {"format_version", "model", "model_config"} <= ckpt.keys():
         raise CheckpointError(f"{path}: is not a minigpt-tui checkpoint (no model weights and config in it)")
     if not isinstance(ckpt["format_version"], int) or ckpt["format_version"] > FORMAT_VERSION:
@@ -89,9 +93,10 @@ def _config_from(ckpt: dict, key: str, config_class, path: str | Path):
     return config_class(**saved)
 
 
-def load_model(path: str | Path, device="cpu") -> tuple[GPTModel, dict]:
-    """The model stored in a checkpoint (in eval mode, on `device`) and the checkpoint itself."""
-    ckpt = load_checkpoint(path)
+def load_model(path: str | Path, device="cpu", mmap: bool = False) -> tuple[GPTModel, dict]:
+    """The model stored in a checkpoint (in eval mode, on `device`) and the checkpoint itself. With `mmap`, the
+    rest of the training state (the optimizer's moments: twice the weights) is not read from disk."""
+    ckpt = load_checkpoint(path, mmap=mmap)
     model = GPTModel(model_config_from(ckpt, path))
     try:
         model.load_state_dict(ckpt["model"])

@@ -5,6 +5,8 @@ Both front ends use this: the headless command on its main thread, the TUI on a 
 
 import contextlib
 import json
+import os
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +27,7 @@ from core.data import (
     token_dataloaders,
 )
 from core.distributed import Distributed, from_environment, process_group
-from core.events import EpochSampled, Evaluated, Failed, Finished, Tokenizing
+from core.events import EpochSampled, Evaluated, Failed, Finished, RunStarted, StateChanged, StepDone, Tokenizing
 from core.fileio import atomic_write, remove_leftover_temp_files
 from core.model import GPTModel
 from core.plotting import save_loss_plot
@@ -49,7 +51,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 class RunOutputs:
-    """The files a run leaves in its output directory."""
+    """The files a run leaves in its output directory.
+
+    Another process can follow a run through them (`minigpt-tui --attach DIR`): metrics.jsonl and samples.txt
+    grow by appended lines; status.json, rewritten atomically whenever the run starts, pauses, resumes or ends,
+    says how the run stands: `state` (starting, running, paused, finished, stopped or failed), `pid` and `host`
+    of the training process, and once it has started `device`, `num_params`, `epochs`, `steps_per_epoch`,
+    `start_step`; `progress` (epoch, step, global_step, tokens_seen, elapsed_s, tokens_per_s, as in StepDone)
+    where it stood at that moment; `message` when it failed.
+    """
 
     def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir)
@@ -59,6 +69,9 @@ class RunOutputs:
         self.plot = self.dir / "loss_plot.png"
         self.checkpoint = self.dir / "last.pt"
         self.best = self.dir / "best.pt"
+        self.status = self.dir / "status.json"
+        self._status: dict = {}  # what status.json holds; empty until `prepare` has started the run's files
+        self._last_step: StepDone | None = None
 
     def prepare(
         self,
@@ -83,6 +96,7 @@ class RunOutputs:
             with atomic_write(self.samples) as f:
                 f.write("".join(_sample_entry(event) for event in samples).encode())
             self.plot.unlink(missing_ok=True)  # an earlier plot would mislead; the run draws its own
+            self._write_status(state="starting", pid=os.getpid(), host=socket.gethostname())
         except OSError as e:
             raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
 
@@ -93,6 +107,26 @@ class RunOutputs:
         elif isinstance(event, EpochSampled):
             with self.samples.open("a", encoding="utf-8") as f:
                 f.write(_sample_entry(event))
+        elif isinstance(event, StepDone):
+            self._last_step = event  # written with the next status change: a file write per step would cost
+        elif isinstance(event, RunStarted):
+            figures = ("device", "num_params", "epochs", "steps_per_epoch", "start_step")
+            self._write_status(state="running", **{name: getattr(event, name) for name in figures})
+        elif isinstance(event, StateChanged):
+            self._write_status(state=event.state)
+        elif isinstance(event, (Finished, Failed)) and self._status:  # not before this run has started its files
+            with contextlib.suppress(OSError):  # the run's outcome is reported to its caller all the same
+                if isinstance(event, Failed):
+                    self._write_status(state="failed", message=event.message)
+                else:
+                    self._write_status(state="finished" if event.completed else "stopped")
+
+    def _write_status(self, **changes) -> None:
+        self._status.update(changes)
+        if self._last_step is not None:
+            self._status["progress"] = asdict(self._last_step)
+        with atomic_write(self.status) as f:
+            f.write(json.dumps(self._status, indent=2).encode())
 
     def written(self) -> dict[str, str]:
         paths = {
@@ -235,7 +269,7 @@ class TrainingRun:
         if isinstance(result, Failed) and self.trainer is not None:
             with contextlib.suppress(OSError):
                 self._save_plot()  # the curve so far is still worth having; the checkpoint is left as it was
-        self.on_event(result)
+        self._emit(result)
         return result
 
     def _out_of_memory_message(self) -> str:

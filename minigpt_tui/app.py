@@ -8,8 +8,10 @@ import functools
 import os
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -24,7 +26,9 @@ from core.run import RunOutputs
 from minigpt_tui import messages
 from minigpt_tui.chat import FixedWeights, TrainerWeights, save_conversation
 from minigpt_tui.commands import TrainingCommands
-from minigpt_tui.opened_checkpoint import OpenedCheckpoint
+from minigpt_tui.following import start_following
+from minigpt_tui.opened_checkpoint import LatestCheckpoint, OpenedCheckpoint
+from minigpt_tui.run_files import LIVE, RunFollower
 from minigpt_tui.training import start_training
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
@@ -32,6 +36,8 @@ from minigpt_tui.widgets.status_bar import compact
 
 CHAT_HINT = "Press i to type a prompt: the model continues it with its latest weights, while it trains."
 CHAT_HINT_CHECKPOINT = "Type a prompt and press Enter: the checkpoint's model continues it."
+CHAT_HINT_ATTACHED = "Press i to type a prompt: the run's newest checkpoint, {}, continues it."
+CHAT_HINT_NO_CHECKPOINT = "There is no checkpoint in {} yet: the chat answers once the run saves last.pt."
 TRAINING_ACTIONS = ("pause", "resume", "toggle_pause", "save_checkpoint", "stop_training")
 
 
@@ -55,6 +61,8 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
     """Trains from the moment it opens; returns the run's Finished or Failed event when it exits.
 
     With `checkpoint`, it trains nothing: it shows that checkpoint's record and chats with its weights.
+    With `attached`, it trains nothing either: it follows a run started elsewhere through the run's files, and
+    chats with the newest checkpoint there.
     """
 
     CSS_PATH = "app.tcss"
@@ -81,14 +89,17 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     def __init__(
         self,
-        model_cfg: GPTConfig,
+        model_cfg: GPTConfig | None,
         train_cfg: TrainConfig,
         preset_name: str = "",
         checkpoint: OpenedCheckpoint | None = None,
+        attached: RunFollower | None = None,
     ) -> None:
         super().__init__()
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
         self.checkpoint = checkpoint  # chat only
+        self.attached = attached  # a run followed through its files
+        self.attached_state = "waiting"  # what the attached run's files say
         origin = checkpoint.init if checkpoint else train_cfg.init
         self.sub_title = f"pretrained {origin}" if origin else preset_name  # where the weights came from
         self.outputs = RunOutputs(train_cfg.out_dir)
@@ -103,6 +114,9 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.checkpoint_requested = False
 
     def compose(self) -> ComposeResult:
+        hint = CHAT_HINT_CHECKPOINT if self.checkpoint else CHAT_HINT
+        if self.attached:
+            hint = Text(CHAT_HINT_NO_CHECKPOINT.format(self.attached.dir))
         with Vertical(id="run"):
             yield StatusBar(id="status")
             yield RunProgress(id="progress")
@@ -113,7 +127,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
                 with TabPane("Samples", id="samples-tab"):
                     yield SamplesLog(id="samples")
                 with TabPane("Chat", id="chat-tab"):
-                    yield ChatPane(CHAT_HINT_CHECKPOINT if self.checkpoint else CHAT_HINT, id="chat")
+                    yield ChatPane(hint, id="chat")
         yield Footer(compact=True)
 
     def get_system_commands(self, screen):
@@ -124,6 +138,14 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.show_title()
         if self.checkpoint:
             self.open_checkpoint(self.checkpoint)
+            return
+        if self.attached:
+            self.show_title(f"attached to {self.attached.dir}")
+            self.show_state()
+            self.query_one(ChatPane).use_weights(
+                LatestCheckpoint(self.attached.outputs.checkpoint, self.train_cfg.device)
+            )
+            start_following(self, self.attached)
             return
         self.training_run = start_training(self, self.model_cfg, self.train_cfg, self.control, self.training_ended)
         if not self.is_headless:  # a real terminal, not App.run_test()
@@ -168,7 +190,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     @property
     def training(self) -> bool:
-        return self.checkpoint is None and self.result is None
+        return self.checkpoint is None and self.attached is None and self.result is None
 
     @property
     def pause_requested(self) -> bool:
@@ -177,6 +199,8 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
     def state(self) -> str:
         if self.checkpoint:
             return "chat only"
+        if self.attached:
+            return self.attached_state
         if isinstance(self.result, events.Failed):
             return "failed"
         if self.result is not None:
@@ -194,7 +218,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters) -> bool | None:
-        if self.checkpoint and action in TRAINING_ACTIONS:
+        if (self.checkpoint or self.attached) and action in TRAINING_ACTIONS:
             return False
         if action == "pause":  # p shows "Pause" or "Resume", whichever it will do now
             return None if not self.training or self.control.stop_requested else not self.pause_requested
@@ -230,6 +254,43 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
     @on_training(messages.Tokenizing)
     def tokenizing(self, message: messages.Tokenizing) -> None:
         self.query_one(RunProgress).tokenizing(message.event)
+
+    @on_training(messages.RunFilesChanged)
+    def run_files_changed(self, message: messages.RunFilesChanged) -> None:
+        """An attached run's files changed: show what they now say, as a run of our own would."""
+        update = message.update
+        if update.restarted:
+            self.forget_run()
+        if update.sample_prompt is not None:
+            self.train_cfg = replace(self.train_cfg, sample_prompt=update.sample_prompt)
+        if update.run:
+            self.show_run(update.run, f"attached to {self.attached.dir}")
+        for evaluated in update.evaluations:
+            self.add_evaluation(evaluated)
+        for sampled in update.samples:
+            self.add_sample(sampled)
+        if update.position:
+            self.query_one(StatusBar).step_done(update.position)
+            self.query_one(RunProgress).step_done(update.position)
+        if update.has_checkpoint is not None:
+            hint = CHAT_HINT_ATTACHED if update.has_checkpoint else CHAT_HINT_NO_CHECKPOINT
+            self.query_one(ChatPane).set_hint(Text(hint.format(self.attached.outputs.checkpoint)))
+        if update.state is None:
+            if update.message:  # the files cannot be read
+                self.notify(update.message, severity="error", timeout=15, markup=False)
+            return
+        was_live, self.attached_state = self.attached_state in LIVE, update.state
+        self.query_one(StatusBar).failed(update.message or None)
+        self.show_state()
+        if was_live and update.state not in LIVE:
+            self.notify(f"The run has {'ended' if update.state == 'attached' else update.state}.", markup=False)
+
+    def forget_run(self) -> None:
+        """The attached run's files were rewritten (a new or resumed run there): show nothing of the old one."""
+        self.history.clear()
+        for widget in (LossChart, SamplesLog, StatusBar, RunProgress):
+            self.query_one(widget).clear()
+        self.query_one("#side", TabbedContent).get_tab("samples-tab").label = "Samples"
 
     @on_training(messages.StepDone)
     def step_done(self, message: messages.StepDone) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from textual.message import Message
 
+from core.checkpoint import CheckpointError
 from core.fileio import atomic_write
 from core.generate import END_OF_TEXT_ID, check_sampling, generate, prepare_prompt
 from core.model import GPTModel
@@ -188,6 +189,8 @@ class ChatEngine:
         while (request := self._requests.get()) is not None:
             try:
                 self._answer(request)
+            except CheckpointError as e:  # the weights are in a file that cannot be read (yet)
+                self.post(ReplyEnded(request.id, error=str(e)))
             except Exception as e:  # a reply that fails (e.g. out of memory) must not end the chat
                 self.post(ReplyEnded(request.id, error=f"{type(e).__name__}: {e}"))
 

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a GPT-2-style model from scratch and watch it learn; chat with it while it trains.",
         epilog="Without a subcommand it opens the training app (in it, F1 lists the keys and i types a prompt for "
         "the chat). To continue a run in it: --resume CHECKPOINT; to chat with a checkpoint without training: "
-        "--checkpoint PATH.",
+        "--checkpoint PATH; to watch a run started elsewhere: --attach RUN_DIR.",
     )
     add_training_args(parser)
     parser.add_argument(
@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="open the app with this checkpoint's weights to chat with, training nothing (the loss chart and "
         "samples show its run); with --device and --out only",
+    )
+    parser.add_argument(
+        "--attach",
+        metavar="RUN_DIR",
+        help="open the app on a run started elsewhere (`minigpt-tui train --out RUN_DIR`, torchrun in another "
+        "session): it follows the run's files as they grow, training nothing, and the chat answers from the "
+        "run's newest checkpoint; with --device (the chat's, default cpu, to leave the GPU to training) and --out "
+        "(where s saves the plot, default RUN_DIR) only",
     )
     commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
     train = commands.add_parser("train", help="train without the UI, printing the log")
@@ -83,10 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        parser.error(str(e))
+    device = device_or_error(parser, args.device)
     try:
         model = load_pretrained(args.init, device=device) if args.init else load_model(args.checkpoint, device)[0]
     except (CheckpointError, PretrainedError) as e:
@@ -116,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None and from_environment().enabled:
         parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
+    if args.attach:
+        return attach_main(parser, args)
     if args.chat_checkpoint:
         return chat_only_main(parser, args)
     if args.command == "generate":
@@ -128,21 +135,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`minigpt-tui --checkpoint PATH`: the app with a checkpoint's weights, for chat only."""
-    if args.command:
-        parser.error(f"--checkpoint opens the app for chat only; it does not go with the {args.command} command")
-    allowed = ("chat_checkpoint", "command", "device", "out")
-    training_flags = [
-        f"--{name.replace('_', '-')}" for name, value in vars(args).items() if value is not None and name not in allowed
-    ]
-    if training_flags:
-        parser.error(
-            f"--checkpoint opens the app for chat only, without training, so {', '.join(training_flags)} "
-            "does not apply; to continue training from a checkpoint, use --resume"
-        )
-    try:
-        device = resolve_device(args.device or "auto")
-    except ValueError as e:
-        parser.error(str(e))
+    refuse_training_flags(
+        parser,
+        args,
+        "--checkpoint",
+        "opens the app for chat only",
+        "to continue training from a checkpoint, use --resume",
+    )
+    device = device_or_error(parser, args.device or "auto")
     from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # Textual loads only for the app
 
     print(f"Loading {args.chat_checkpoint}...", file=sys.stderr)
@@ -157,10 +157,48 @@ def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     return tui_main(preset_name(model_cfg), model_cfg, train_cfg, checkpoint)
 
 
-def tui_main(model_name: str, model_cfg, train_cfg, checkpoint=None) -> int:
+def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`minigpt-tui --attach RUN_DIR`: the app following a run that another process trains."""
+    refuse_training_flags(
+        parser, args, "--attach", "follows a run started elsewhere", "to train here, leave out --attach"
+    )
+    run_dir = Path(args.attach)
+    if run_dir.exists() and not run_dir.is_dir():
+        parser.error(f"--attach {run_dir}: is not a directory (give the run's output directory, its --out)")
+    device = device_or_error(parser, args.device or "cpu")
+    from minigpt_tui.run_files import RunFollower  # Textual loads only for the app
+
+    train_cfg = TrainConfig(device=str(device), out_dir=args.out or str(run_dir))
+    return tui_main("", None, train_cfg, attached=RunFollower(run_dir))
+
+
+def refuse_training_flags(parser: argparse.ArgumentParser, args, flag: str, what: str, instead: str) -> None:
+    """--checkpoint and --attach open the app without training: an argparse error names any flag that would."""
+    if args.command:
+        parser.error(f"{flag} {what}; it does not go with the {args.command} command")
+    given = [option(name) for name, value in vars(args).items() if value is not None and name != "command"]
+    training_flags = [name for name in given if name not in (flag, "--device", "--out")]
+    if training_flags:
+        verb = "does" if len(training_flags) == 1 else "do"
+        parser.error(f"{flag} {what}, without training, so {', '.join(training_flags)} {verb} not apply; {instead}")
+
+
+def option(dest: str) -> str:
+    """The command-line flag that sets `args.<dest>`."""
+    return "--checkpoint" if dest == "chat_checkpoint" else f"--{dest.replace('_', '-')}"
+
+
+def device_or_error(parser: argparse.ArgumentParser, name: str):
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        parser.error(str(e))
+
+
+def tui_main(model_name: str, model_cfg, train_cfg, checkpoint=None, attached=None) -> int:
     from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
 
-    result = MiniGPTApp(model_cfg, train_cfg, model_name, checkpoint).run()
+    result = MiniGPTApp(model_cfg, train_cfg, model_name, checkpoint, attached).run()
     if isinstance(result, Failed):
         print(f"minigpt-tui: error: {result.message}", file=sys.stderr)
         return 1

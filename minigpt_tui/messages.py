@@ -72,6 +72,14 @@ def message_for(event) -> TrainingMessage:
     return _MESSAGE_FOR_EVENT[type(event)](event)
 
 
+class RunFilesChanged(Message):
+    """An attached run's files changed: what `run_files.RunFollower.poll()` read (a `RunUpdate`)."""
+
+    def __init__(self, update) -> None:
+        super().__init__()
+        self.update = update
+
+
 class PlotSaved(Message):
     """The loss plot was written to `path`, or could not be (`error` says why)."""
 

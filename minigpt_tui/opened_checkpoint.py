@@ -27,10 +27,10 @@ class OpenedCheckpoint:
     last_step: StepDone | None
 
     @classmethod
-    def load(cls, path: str | Path, device) -> "OpenedCheckpoint":
-        """Read the checkpoint; CheckpointError if it cannot be used."""
+    def load(cls, path: str | Path, device, mmap: bool = False) -> "OpenedCheckpoint":
+        """Read the checkpoint; CheckpointError if it cannot be used. `mmap`: see `load_model`."""
         path = Path(path)
-        model, ckpt = load_model(path, device)
+        model, ckpt = load_model(path, device, mmap)
         progress = ckpt.get("progress")
         train_config = ckpt.get("train_config") or {}
         version = WeightsVersion.from_progress(progress)
@@ -59,3 +59,38 @@ class OpenedCheckpoint:
     def weights_label(self) -> str:
         """Which weights answer the chat: the file, and its training step if it records one."""
         return self.path.name if self.version is None else f"{self.path.name}, {self.version}"
+
+
+class LatestCheckpoint:
+    """The chat's weights in `--attach` mode: those of a checkpoint file a run elsewhere keeps replacing
+    (its last.pt), loaded again, on the chat's thread, whenever the file has changed since the last reply."""
+
+    def __init__(self, path: Path, device):
+        self.path, self.device = path, device
+        self.model: GPTModel | None = None
+        self.label = ""
+        self._loaded: tuple[int, int, int] | None = None  # (inode, mtime, size) of the file the model came from
+
+    def take(self) -> tuple[GPTModel, str]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            if self.model is None:
+                raise CheckpointError(
+                    f"No checkpoint yet: the run has not saved {self.path.name} in {self.path.parent}/ "
+                    "(it saves at evaluations, or every --save-every steps)"
+                ) from None
+            return self.model, self.label  # it was there: being replaced this very moment
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if seen == self._loaded:
+            return self.model, self.label
+        try:
+            # A run replaces its checkpoint atomically: a file open (or mapped) here stays whole whatever happens
+            # next. Mapped, the optimizer's state is left unread (for gpt2-124m, 1.3 GB of the 2 GB file).
+            opened = OpenedCheckpoint.load(self.path, self.device, mmap=True)
+        except CheckpointError as e:
+            if self.model is None:
+                raise
+            return self.model, f"{self.label} (the newer {self.path.name} is unreadable: {e})"
+        self.model, self.label, self._loaded = opened.model, opened.weights_label(), seen
+        return self.model, self.label

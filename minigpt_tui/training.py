@@ -61,6 +61,7 @@ def start_training(
             return run.run()
         except Exception as e:  # what core does not anticipate (e.g. the CPU running out of memory)
             failed = Failed(f"training crashed: {type(e).__name__}: {e}")
+            run.outputs.record(failed)  # status.json says so, for anyone attached to the run
             forward(failed)
             return failed
         finally:

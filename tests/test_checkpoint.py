@@ -60,6 +60,13 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path, tiny_cfg):
         load_checkpoint(tmp_path / "cut.pt")
 
 
+@pytest.mark.parametrize("junk", [b"half a checkpoint", b"\x80\x02}q\x00.", b"\x00" * 64])
+def test_junk_bytes_are_not_a_checkpoint(junk, tmp_path):
+    (tmp_path / "junk.pt").write_bytes(junk)  # torch's reader of the pre-zip format fails on these in various ways
+    with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
 def test_missing_foreign_and_future_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "none.pt")

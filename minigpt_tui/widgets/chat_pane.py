@@ -49,7 +49,7 @@ class ExchangeView(Vertical):
 class ChatPane(Vertical):
     """Prompts go to a `ChatEngine` running on a thread worker; its replies stream into the conversation."""
 
-    def __init__(self, hint: str, **kwargs) -> None:
+    def __init__(self, hint: str | Text, **kwargs) -> None:
         """`hint`: what the empty conversation says (how to start)."""
         super().__init__(**kwargs)
         self.hint = hint
@@ -70,6 +70,12 @@ class ChatPane(Vertical):
 
     def on_unmount(self) -> None:
         self.engine.close()  # the thread ends between two tokens
+
+    def set_hint(self, hint: str | Text) -> None:
+        """What the conversation says until the first prompt is sent."""
+        self.hint = hint
+        for static in self.query("#chat-hint").results(Static):
+            static.update(hint)
 
     def use_weights(self, weights: TrainerWeights | FixedWeights) -> None:
         self.engine.use_weights(weights)

@@ -29,11 +29,14 @@ class LossChart(PlotextPlot):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.log_scale = False
+        self.clear()
+
+    def clear(self) -> None:
         self.steps: list[int] = []
         self.train_losses: list[float] = []
         self.val_losses: list[float] = []
-        self.log_scale = False
-        self._stale = False
+        self._stale = True
 
     def on_mount(self) -> None:
         super().on_mount()

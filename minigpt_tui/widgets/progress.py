@@ -30,6 +30,10 @@ class RunProgress(Horizontal):
         self.query_one("#epoch-progress", ProgressBar).update(progress=event.step)
         self.query_one("#run-progress", ProgressBar).update(progress=event.global_step)
 
+    def clear(self) -> None:
+        for bar in self.query(ProgressBar):
+            bar.update(total=None, progress=0)
+
     def run_ended(self) -> None:
         """Stop the bars' "waiting" animation if the run ended before it started."""
         for bar in self.query(ProgressBar):

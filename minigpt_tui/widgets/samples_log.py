@@ -19,6 +19,10 @@ class SamplesLog(VerticalScroll):
 
     def on_mount(self) -> None:
         self.border_title = "Samples"
+        self.clear()
+
+    def clear(self) -> None:
+        self.remove_children()
         self.mount(Static("A sample appears after each epoch.", id="no-samples"))
 
     def add(self, event: EpochSampled, prompt: str = "") -> None:

@@ -19,6 +19,9 @@ STATES = {
     "finished": ("✔ finished", "bold $text-accent"),
     "failed": ("✘ failed", "bold $text-error"),
     "chat only": ("◆ chat only", "bold $text-accent"),  # a checkpoint opened with --checkpoint: nothing trains
+    # --attach: a run followed through its files
+    "waiting": ("◌ waiting for the run to start", "$text-muted"),
+    "attached": ("◉ attached", "bold $text-primary"),  # a run whose files say nothing of its state (no status.json)
 }
 ENDED = ("stopped", "finished", "failed", "chat only")
 GAP = "  "
@@ -65,12 +68,18 @@ class StatusBar(Widget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.state = "starting"
+        self._height = 0
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the run (an attached run's files were rewritten); the state stays until set."""
         self.started: RunStarted | None = None
         self.last_step: StepDone | None = None
         self._last_step_at = 0.0  # monotonic time the last StepDone arrived, to run the clock between steps
         self.best_val: tuple[float, int] | None = None  # (loss, global step)
         self.error: str | None = None
-        self._height = 0
+        if self.is_mounted:
+            self._changed()
 
     def on_mount(self) -> None:
         self.set_interval(1, self._changed)
@@ -92,7 +101,8 @@ class StatusBar(Widget):
             self.best_val = (event.val_loss, event.global_step)
         self._changed()
 
-    def failed(self, message: str) -> None:
+    def failed(self, message: str | None) -> None:
+        """Show why the run failed below the figures (None: nothing)."""
         self.error = message
         self._changed()
 
