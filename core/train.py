@@ -383,7 +383,7 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
         )
         return stopped_status
     minutes, seconds = divmod(round(result.elapsed_s), 60)
-    done = f"{result.epoch} epochs ({result.global_step} steps)"
+    done = f"{result.epoch} epoch{'s' if result.epoch != 1 else ''} ({result.global_step} steps)"
     if result.step:  # --max-steps ended it mid-epoch
         done = f"{result.global_step} steps (epoch {result.epoch}, step {result.step})"
     say(f"Finished {done} in {minutes}m{seconds:02d}s; saved {saved}", sys.stdout)
