@@ -60,7 +60,7 @@ def our_step(model: GPTModel, args, device, loader: DataLoader):
     trainer = Trainer(model, make_optimizer(model, train_cfg), loader, loader, train_cfg, device, lambda event: None)
     batches = itertools.cycle([(x.to(device), y.to(device)) for x, y in loader])
     model.train()
-    return lambda: trainer._train_step(*next(batches))
+    return lambda: trainer._train_step([next(batches)])  # one micro-batch: the step of --grad-accum 1
 
 
 def reference_step(reference, args, device, loader: DataLoader):
