@@ -1,6 +1,6 @@
 """The whole default run, end to end: the reference's `train_model_simple` against `minigpt-tui train`.
 
-    python bench/full_run.py                              # gpt2-124m, 10 epochs: ~25 minutes on 2 CPU cores
+    python bench/full_run.py                              # gpt2-124m, 10 epochs: ~22 minutes on 2 idle CPU cores
     python bench/full_run.py --preset tiny --epochs 1     # a quick try
 
 Both train gpt2-124m (batch 2x256, lr 4e-4, weight decay 0.1, seed 123) for 10 epochs on the-verdict.txt,
