@@ -6,6 +6,7 @@ Both front ends use this: the headless command on its main thread, the TUI on a 
 import contextlib
 import json
 import os
+import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -143,8 +144,13 @@ def _metrics_line(record: dict) -> str:
     return json.dumps(record) + "\n"
 
 
+# Each sample in samples.txt starts with this line; `--attach` (minigpt_tui/run_files.py) reads them back by it.
+SAMPLE_HEADER = "--- epoch {epoch} (step {global_step})"
+SAMPLE_HEADER_PATTERN = re.compile(r"--- epoch (\d+) \(step (\d+)\)")  # SAMPLE_HEADER, read back
+
+
 def _sample_entry(event: EpochSampled) -> str:
-    return f"--- epoch {event.epoch} (step {event.global_step})\n{event.text}\n"
+    return SAMPLE_HEADER.format(epoch=event.epoch, global_step=event.global_step) + f"\n{event.text}\n"
 
 
 class TrainingRun:

@@ -7,16 +7,14 @@ the same panels as its own. The files are those `core.run.RunOutputs` describes.
 
 import json
 import os
-import re
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from core.events import EpochSampled, Evaluated, RunStarted, StepDone
-from core.run import RunOutputs
+from core.run import SAMPLE_HEADER_PATTERN, RunOutputs
 
 LIVE = ("starting", "running", "paused")  # states in which the training process is still there
-SAMPLE_HEADER = re.compile(r"--- epoch (\d+) \(step (\d+)\)")  # each sample's first line, as core.run writes it
 
 
 class TailReader:
@@ -88,7 +86,7 @@ class SampleReader:
             self._header, self._lines = None, []
         samples = []
         for line in lines:
-            if match := SAMPLE_HEADER.fullmatch(line):
+            if match := SAMPLE_HEADER_PATTERN.fullmatch(line):
                 samples += self._complete()
                 self._header = int(match[1]), int(match[2])
             elif self._header:
