@@ -1,4 +1,4 @@
-"""The `minigpt-tui` command: the training app by default, plus the `train` and `generate` subcommands."""
+"""The `minigpt-tui` command: the training app by default, plus the `train`, `generate` and `inspect` subcommands."""
 
 import argparse
 import sys
@@ -13,6 +13,7 @@ from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import resolve_device
 from core.tokenizer import decode_stream, encode
 from core.train import add_training_args, configs_from_args, positive, run_headless
+from minigpt_tui.inspect_command import add_inspect_command, inspect_main
 
 
 def sampling_setting(name: str, kind: type):
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run's newest checkpoint; with --device (the chat's, default cpu, to leave the GPU to training) and --out "
         "(where s saves the plot, default RUN_DIR) only",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,generate,inspect}")
     train = commands.add_parser("train", help="train without the UI, printing the log")
     add_training_args(train)
     generate_cmd = commands.add_parser("generate", help="continue a prompt with a checkpoint or GPT-2's weights")
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
     generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    add_inspect_command(commands)
     return parser
 
 
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return chat_only_main(parser, args)
     if args.command == "generate":
         return generate_main(parser, args)
+    if args.command == "inspect":
+        return inspect_main(parser, args)
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
         return run_headless(args.preset, model_cfg, train_cfg)
