@@ -97,13 +97,15 @@ class Trace:
         weights = block.attn.attention_weights(block.norm1(self.residual[layer].unsqueeze(0)))[0].float()  # (nh, T, T)
         return weights.mean(dim=0) if head is None else weights[head]
 
+    @torch.no_grad()
     def logit_lens(self, position: int = -1) -> list[LensEntry]:
         """The top next token and its probability after each block, 1 to n_layers; the last is the model's own."""
-        entries = []
-        for layer in range(1, self.n_layers + 1):
-            prob, token_id = self.probabilities(position, after_block=layer).max(dim=-1)
-            entries.append(LensEntry(layer, token_id.item(), token_text(token_id.item()), prob.item()))
-        return entries
+        x = self.residual[1:, self.position(position)]  # (n_layers, C): one matrix product reads the head once
+        probs, ids = self.model.out_head(self.model.final_norm(x)).float().softmax(dim=-1).max(dim=-1)
+        return [
+            LensEntry(layer, i, token_text(i), p)
+            for layer, i, p in zip(range(1, self.n_layers + 1), ids.tolist(), probs.tolist(), strict=True)
+        ]
 
     @torch.no_grad()
     def token_probabilities(self) -> list[float]:

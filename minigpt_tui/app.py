@@ -31,6 +31,7 @@ from minigpt_tui.opened_checkpoint import LatestCheckpoint, OpenedCheckpoint
 from minigpt_tui.run_files import LIVE, RunFollower
 from minigpt_tui.training import start_training
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
+from minigpt_tui.widgets.inspect_pane import InspectPane
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import compact
 
@@ -77,6 +78,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         Binding("i", "focus_prompt", "Prompt", tooltip="Type a prompt for the model (opens the chat)"),
         Binding("t", "show_pane('chat-tab')", "Chat", tooltip="Show the samples or the chat"),
         Binding("t", "show_pane('samples-tab')", "Samples", tooltip="Show the samples or the chat"),
+        Binding("v", "inspect", "Inspect", tooltip="Look inside the model: tokens, next tokens, attention, logit lens"),
         Binding("escape", "stop_reply", "Stop reply", tooltip="Stop the chat's reply, and drop the prompts waiting"),
         Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics, plot; exit"),
         # Textual binds ctrl+c to copy; in a training tool people press it to quit.
@@ -128,6 +130,8 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
                     yield SamplesLog(id="samples")
                 with TabPane("Chat", id="chat-tab"):
                     yield ChatPane(hint, id="chat")
+                with TabPane("Inspect", id="inspect-tab"):
+                    yield InspectPane(self.train_cfg.sample_prompt, id="inspect")
         yield Footer(compact=True)
 
     def get_system_commands(self, screen):
@@ -142,9 +146,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         if self.attached:
             self.show_title(f"attached to {self.attached.dir}")
             self.show_state()
-            self.query_one(ChatPane).use_weights(
-                LatestCheckpoint(self.attached.outputs.checkpoint, self.train_cfg.device)
-            )
+            self.use_weights(lambda: LatestCheckpoint(self.attached.outputs.checkpoint, self.train_cfg.device))
             start_following(self, self.attached)
             return
         self.training_run = start_training(self, self.model_cfg, self.train_cfg, self.control, self.training_ended)
@@ -158,8 +160,13 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
             self.query_one(StatusBar).step_done(checkpoint.last_step)
             self.query_one(RunProgress).step_done(checkpoint.last_step)
         self.show_state()
-        self.query_one(ChatPane).use_weights(FixedWeights(checkpoint.model, checkpoint.weights_label()))
+        self.use_weights(lambda: FixedWeights(checkpoint.model, checkpoint.weights_label()))
         self.action_focus_prompt()
+
+    def use_weights(self, weights) -> None:
+        """The chat and the Inspect tab each get their own `weights()`: each copies or loads into a model of its own."""
+        self.query_one(ChatPane).use_weights(weights())
+        self.query_one(InspectPane).use_weights(weights())
 
     def quit_on_hangup(self) -> None:
         """A kill (SIGTERM) quits as `q` does; a closed terminal (SIGHUP: a dropped SSH connection) too, see below."""
@@ -224,8 +231,8 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
             return None if not self.training or self.control.stop_requested else not self.pause_requested
         if action == "resume":
             return self.pause_requested and not self.control.stop_requested
-        if action == "show_pane":  # t names the pane it will show: the one not shown now
-            return parameters[0] != self.query_one("#side", TabbedContent).active
+        if action == "show_pane":  # t names the pane it will show: the chat from the samples, else the samples
+            return (parameters[0] == "chat-tab") == (self.query_one("#side", TabbedContent).active == "samples-tab")
         if action == "stop_reply":
             return self.query_one(ChatPane).busy
         return True
@@ -238,7 +245,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         resumed = f"resumed from {self.train_cfg.resume}" if self.train_cfg.resume else ""
         self.show_run(message.event, resumed)
         self.show_state()
-        self.query_one(ChatPane).use_weights(TrainerWeights(self.training_run.trainer, self.train_cfg.init))
+        self.use_weights(lambda: TrainerWeights(self.training_run.trainer, self.train_cfg.init))
 
     def show_run(self, event: events.RunStarted, *details: str) -> None:
         """The run's figures, and what it did before (a resumed run's, a checkpoint's), in every panel."""
@@ -305,6 +312,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.history.append(event.record())
         self.query_one(LossChart).add(event)
         self.query_one(StatusBar).evaluated(event)
+        self.query_one(InspectPane).weights_changed()
 
     @on_training(messages.EpochSampled)
     def epoch_sampled(self, message: messages.EpochSampled) -> None:
@@ -345,6 +353,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.show_state()
         if self.training_run.trainer is None:
             self.query_one(ChatPane).no_weights(f"There is no model to answer: {message.event.message}")
+            self.query_one(InspectPane).no_weights(f"There is no model to inspect: {message.event.message}")
         if self.quitting:
             self.exit(message.event)
             return
@@ -395,7 +404,11 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
             Binding("ctrl+q", "quit", tooltip="Same as q"),
             Binding("ctrl+p", "command_palette", tooltip="Command palette: every command, and themes"),
         ]
-        sections = [("", [*self.BINDINGS, *extra]), ("In the prompt box", PromptInput.BINDINGS)]
+        sections = [
+            ("", [*self.BINDINGS, *extra]),
+            ("In the prompt box", PromptInput.BINDINGS),
+            ("In the Inspect tab", InspectPane.BINDINGS),
+        ]
         self.push_screen(HelpScreen([(title, self.describe_keys(bindings)) for title, bindings in sections]))
 
     def describe_keys(self, bindings: list[Binding]) -> list[tuple[str, str]]:
@@ -420,10 +433,20 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
     def action_show_pane(self, pane: str) -> None:
         self.query_one("#side", TabbedContent).active = pane
         # Focus the pane shown (its arrow keys scroll it). Focus left in the hidden pane would bring that back.
-        self.query_one(SamplesLog if pane == "samples-tab" else "#conversation").focus()
+        focus = {"samples-tab": SamplesLog, "chat-tab": "#conversation", "inspect-tab": InspectPane}[pane]
+        self.query_one(focus).focus()
+
+    def action_inspect(self) -> None:
+        self.action_show_pane("inspect-tab")
+
+    def action_inspect_follow(self) -> None:
+        self.action_inspect()
+        self.query_one(InspectPane).action_follow()
 
     @on(TabbedContent.TabActivated)
     def pane_shown(self) -> None:
+        # The Inspect tab takes the loss chart's width too: its heatmap and charts need the columns.
+        self.query_one("#main").set_class(self.query_one("#side", TabbedContent).active == "inspect-tab", "-inspecting")
         self.refresh_bindings()  # t names the other pane
 
     def action_stop_reply(self) -> None:

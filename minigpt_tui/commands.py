@@ -20,6 +20,8 @@ class TrainingCommands(Provider):
             ("Chat: sampling settings", "sampling", "Temperature, top-k, top-p and max new tokens of the replies"),
             ("Chat: copy the last reply", "copy_reply", "To the clipboard (through the terminal, also over SSH)"),
             ("Chat: save the conversation", "save_conversation", "To chat-DATE-TIME.txt in the output directory"),
+            ("Inspect the model", "inspect", "Tokens, next-token probabilities, attention and logit lens of a text"),
+            ("Inspect: follow the latest weights, or hold these", "inspect_follow", "At each evaluation"),
             ("Quit", "quit", quit),
         ]
         return [command for command in commands if self.app.check_action(command[1], ()) is not False]

@@ -46,27 +46,27 @@ def bar(fraction: float, width: int) -> str:
     return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
 
 
-def next_tokens_chart(predictions: list[Prediction], width: int = 80) -> Table:
+def next_tokens_chart(predictions: list[Prediction], width: int = 80, token_width: int = 16) -> Table:
     """The most probable next tokens, most probable first, as a bar chart of their probabilities."""
-    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1))
-    table.add_column(no_wrap=True, min_width=16)
+    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column(no_wrap=True, min_width=token_width)
     table.add_column(justify="right", no_wrap=True, min_width=7)
     table.add_column(no_wrap=True, style="cyan")
-    bar_width = max(4, width - 27)
+    bar_width = max(4, width - token_width - 10)
     top = predictions[0].prob if predictions else 1.0
     for p in predictions:
-        table.add_row(quoted(p.token, 16), percent(p.prob), bar(p.prob / top, bar_width))
+        table.add_row(quoted(p.token, token_width), percent(p.prob), bar(p.prob / top, bar_width))
     return table
 
 
-def logit_lens_column(entries: list[LensEntry]) -> Table:
+def logit_lens_column(entries: list[LensEntry], token_width: int = 16) -> Table:
     """The top next token after each block: how the prediction forms through the depth of the model."""
-    table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="dim")
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="dim")
     table.add_column("block", justify="right", no_wrap=True)
-    table.add_column("top token", no_wrap=True, min_width=16)
+    table.add_column("top token", no_wrap=True, min_width=token_width)
     table.add_column("prob", justify="right", no_wrap=True)
     for e in entries:
-        table.add_row(str(e.layer), quoted(e.token, 16), percent(e.prob))
+        table.add_row(str(e.layer), quoted(e.token, token_width), percent(e.prob))
     return table
 
 
@@ -77,27 +77,25 @@ def _shade(weight: float) -> tuple[str, str]:
     return _SHADES[level], f"rgb({warmth},{warmth},{max(0, 200 - warmth)})"
 
 
-def heatmap(weights, tokens: list[str], position: int, width: int = 80, height: int = 16) -> Group:
+def heatmap(weights, tokens: list[str], position: int, width: int = 80, height: int = 16, label: int = 14) -> Group:
     """Attention weights (T, T) as a heatmap: one row per token up to `position` (the query), one column per token
-    it may attend to (the key). Past `width` or `height`, the rows and columns kept are the last ones before
-    `position`, and the first token's column, which many heads lean on. Cells above the diagonal show `·`."""
-    label = 13
+    it may attend to (the key), in `width` x `height` characters, the token's text in the first `label` columns.
+    When the tokens do not all fit, it shows the last ones before `position` and, apart, the first token's
+    column, which many heads lean on. Cells above the diagonal (the future, masked) show `·`."""
     cell = 2 if label + 2 * (position + 1) <= width else 1
-    fit = max(2, min(height - 1, (width - label - 2) // cell))
-    start = max(0, position + 1 - fit)
-    keys = list(range(start, position + 1))
-    if start > 1:
-        keys = [0, None, *keys[2:]]  # None: a gap column between the first token and the rest
-    elif start == 1:
-        keys = [0, *keys[1:]]
-    lines = []
+    fit = max(3, min(height - 1, (width - label) // cell))
+    if position + 1 <= fit:
+        rows = keys = list(range(position + 1))
+    else:
+        rows = list(range(position + 1 - (fit - 2), position + 1))
+        keys = [0, None, *rows]  # None: a gap between the first token's column and the rest
     header = Text(" " * label)
     for j in keys:
         header.append((" ┊" if j is None else f"{j % 100:>2}")[-cell:], style="dim")
-    lines.append(header)
-    for i in range(start, position + 1):
-        row = Text(f"{quoted(tokens[i], 9):>9} {i:>2} ", style="bold reverse" if i == position else "dim")
-        row = Text(f"{row.plain:<{label}}"[:label], style=row.style)
+    lines = [header]
+    for i in rows:
+        name = f"{quoted(tokens[i], label - 4)} {i % 100:>2} "
+        row = Text(f"{name:>{label}}"[-label:], style="bold reverse" if i == position else "dim")
         for j in keys:
             if j is None:
                 row.append(" ┊"[-cell:], style="dim")

@@ -1,0 +1,65 @@
+"""The Inspect tab: keys move the selection, and the view follows the weights of each evaluation."""
+
+from test_checkpoints_in_the_app import chat_only_app
+from tui_helpers import screen_text, wait_for
+
+from core.events import Evaluated
+from minigpt_tui.widgets.inspect_pane import InspectPane
+
+
+async def test_keys_move_the_selected_token_layer_and_head(trained_checkpoint, tmp_path):
+    app = chat_only_app(trained_checkpoint, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("tab", "v")  # leave the prompt box, open the Inspect tab
+        pane = app.query_one(InspectPane)
+        await wait_for(pilot, lambda: pane.shown is not None, "the first inspection")
+        shown = pane.shown
+        assert "".join(shown.tokens) == "Every effort moves you"  # the sample prompt
+        assert shown.position == len(shown.tokens) - 1 and shown.weights.startswith("last.pt")
+        text = screen_text(app)
+        assert "next after" in text and "logit lens" in text and "attention" in text
+        assert "token 3 · layer 0 · head 0" in text
+
+        await pilot.press("left", "left")
+        await wait_for(pilot, lambda: pane.shown.position == 1, "the token two to the left")
+        assert pane.shown.attention.shape == (4, 4)
+        await pilot.press("down")
+        await wait_for(pilot, lambda: pane.shown.selection.layer == 1, "the next layer")
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: pane.shown.selection.head == 1, "the next head")
+        await pilot.press("m")
+        await wait_for(pilot, lambda: pane.shown.selection.head is None, "the mean over the heads")
+        assert "token 1 · layer 1 · mean of heads" in screen_text(app)
+        await pilot.press("down", "down", "down")  # the tiny model has 2 layers: stays on the last
+        await pilot.pause()
+        await wait_for(pilot, lambda: pane.shown.selection.layer == 1, "the last layer")
+
+        await pilot.press("e")
+        await pilot.press("end", "space", "I", "space", "h", "a", "d", "enter")
+        await wait_for(pilot, lambda: "".join(pane.shown.tokens) == "Every effort moves you I had", "the new text")
+        assert pane.shown.position == len(pane.shown.tokens) - 1  # a new text starts at its last token
+        assert app.focused is pane  # Enter leaves the text box: the keys move the selection again
+
+
+async def test_the_view_follows_the_weights_of_each_evaluation(make_app):
+    app = make_app(max_steps=4)  # evaluates at steps 2 and 4
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("v")
+        pane = app.query_one(InspectPane)
+        evaluated = []
+        original = app.add_evaluation
+
+        def spy(event: Evaluated) -> None:
+            evaluated.append(event.global_step)
+            original(event)
+
+        app.add_evaluation = spy
+        await wait_for(pilot, lambda: pane.shown is not None, "the first inspection")
+        await wait_for(pilot, lambda: 4 in evaluated, "the evaluation at step 4", timeout=120)
+        await wait_for(
+            pilot,
+            lambda: "step 4 overall" in pane.shown.weights or "(step 4)" in pane.shown.weights,
+            "the weights of step 4",
+            timeout=60,
+        )
+        assert "step 4" in screen_text(app)
