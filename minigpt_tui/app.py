@@ -87,6 +87,9 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the loss chart's log-scale y axis"),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
         Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
+        Binding(
+            "ctrl+t", "toggle_tint", "Tint", show=False, tooltip="Colour the chat's replies by each token's probability"
+        ),
     ]
 
     def __init__(
@@ -459,6 +462,14 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
             return
         self.copy_to_clipboard(reply)
         self.notify(f"Copied the last reply ({len(reply):,} characters) to the clipboard.")
+
+    def action_toggle_tint(self) -> None:
+        tint = self.query_one(ChatPane).toggle_tint()
+        self.notify(
+            "Replies tinted by the probability the model gave each token (the mouse shows it)."
+            if tint
+            else "Replies shown plain."
+        )
 
     def action_sampling(self) -> None:
         chat = self.query_one(ChatPane)

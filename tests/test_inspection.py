@@ -8,10 +8,11 @@ from test_pretrained import random_gpt2
 from transformers import GPT2LMHeadModel
 
 from core.config import preset
+from core.generate import generate
 from core.inspection import inspect_text, trace
 from core.model import GPTModel
 from core.pretrained import load_pretrained
-from core.tokenizer import encode
+from core.tokenizer import encode, token_pieces
 from minigpt_tui.cli import main
 
 TEXT = "Every effort moves you to the point where it"
@@ -211,3 +212,21 @@ def test_inspect_command_bad_flags_exit_2_with_one_line(gpt2, capsys, flags, mes
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.strip().splitlines()[-1].startswith("minigpt-tui inspect: error:")
+
+
+def test_generate_reports_the_probabilities_the_inspection_reads(model):
+    """The chat's tint comes from generate's own softmax; the same numbers as reading the whole text again."""
+    prompt = encode("Every effort moves you")
+    probabilities: list[float] = []
+    new = list(generate(model, prompt, 8, temperature=1.0, seed=3, stop_at_eot=False, probabilities=probabilities))
+    assert len(probabilities) == len(new) == 8
+    expected = trace(model, prompt + new).token_probabilities()[-8:]
+    assert probabilities == pytest.approx(expected, abs=1e-5)
+
+
+def test_token_pieces_are_one_per_token_and_join_up_to_the_text():
+    text = "\U0001f99c Caf\u00e9 <|endoftext|>ok"
+    ids = encode(text)
+    pieces = token_pieces(ids)
+    assert len(pieces) == len(ids) and "".join(pieces) == text
+    assert "" in pieces  # the emoji's first token holds only part of it

@@ -39,7 +39,7 @@ async def send(pilot, prompt: str) -> None:
     await pilot.press("enter")
 
 
-def endless_generate(model, prompt_ids, *settings):
+def endless_generate(model, prompt_ids, *settings, **options):
     """A reply that never ends by itself: "I" every few milliseconds."""
     while True:
         time.sleep(0.005)
@@ -88,7 +88,7 @@ async def test_prompts_and_replies_are_shown_literally(make_app, monkeypatch):
     tricky = "[bold]x[/] [link=https://e.io]l[/link] \\[red] a\\b <|endoftext|>"
     reply_ids = encode(" [/] [bold]y \x1b[2J\r\x08\x00z")
 
-    def tricky_generate(model, prompt_ids, *settings):
+    def tricky_generate(model, prompt_ids, *settings, **options):
         yield from reply_ids
 
     monkeypatch.setattr(chat, "generate", tricky_generate)

@@ -1,9 +1,11 @@
-"""The Inspect tab: keys move the selection, and the view follows the weights of each evaluation."""
+"""The Inspect tab: keys move the selection, and the view follows the weights of each evaluation; the chat's tint."""
 
 from test_checkpoints_in_the_app import chat_only_app
+from textual.widgets import Static
 from tui_helpers import screen_text, wait_for
 
 from core.events import Evaluated
+from minigpt_tui.widgets import ChatPane, PromptInput
 from minigpt_tui.widgets.inspect_pane import InspectPane
 
 
@@ -63,3 +65,29 @@ async def test_the_view_follows_the_weights_of_each_evaluation(make_app):
             timeout=60,
         )
         assert "step 4" in screen_text(app)
+
+
+async def test_the_chat_tints_each_reply_token_by_its_probability(trained_checkpoint, tmp_path):
+    app = chat_only_app(trained_checkpoint, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        chat = app.query_one(ChatPane)
+        app.query_one(PromptInput).insert_text_at_cursor("Every")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: chat.exchanges and not chat.exchanges[0].in_progress, "the reply")
+        exchange = chat.exchanges[0]
+        assert len(exchange.token_probabilities) == exchange.tokens
+        assert "".join(piece for piece, _ in exchange.token_probabilities) == exchange.reply
+        assert all(0 < p <= 1 for _, p in exchange.token_probabilities)
+
+        await pilot.press("ctrl+t")
+        reply = app.query_one(".exchange-text", Static).render()
+        tinted = [span.style for span in reply.spans if "probability" in getattr(span.style, "meta", {})]
+        assert len(tinted) == exchange.tokens and all(style.foreground for style in tinted)
+        assert "tinted by probability" in screen_text(app)
+
+        await pilot.hover(".exchange-text", offset=(len("Every"), 0))  # over the reply's first token
+        first, prob = exchange.token_probabilities[0]
+        assert f"probability {prob * 100:.3g}%" in screen_text(app)
+
+        await pilot.press("ctrl+t")
+        assert "tinted by probability" not in screen_text(app)
