@@ -119,7 +119,7 @@ def print_tables(inspection: Inspection, source: str) -> None:
     console = Console(width=min(80, Console().width), highlight=False)
     tokens, position = inspection.tokens, inspection.position
     head = "mean of the heads" if inspection.head is None else f"head {inspection.head}"
-    console.print(Text(f"{source}: {len(tokens)} tokens, position {position} reversed"))
+    console.print(Text(f"{source}: {len(tokens)} tokens; the one at position {position} is reversed"))
     console.print(token_spans(tokens, position))
     console.print(
         Rule(Text(f"next token after {quoted(tokens[position], 16)}: top {len(inspection.next)}"), style="dim")

@@ -55,7 +55,7 @@ def next_tokens_chart(predictions: list[Prediction], width: int = 80, token_widt
     bar_width = max(4, width - token_width - 10)
     top = predictions[0].prob if predictions else 1.0
     for p in predictions:
-        table.add_row(quoted(p.token, token_width), percent(p.prob), bar(p.prob / top, bar_width))
+        table.add_row(Text(quoted(p.token, token_width)), percent(p.prob), bar(p.prob / top, bar_width))
     return table
 
 
@@ -66,7 +66,7 @@ def logit_lens_column(entries: list[LensEntry], token_width: int = 16) -> Table:
     table.add_column("top token", no_wrap=True, min_width=token_width)
     table.add_column("prob", justify="right", no_wrap=True)
     for e in entries:
-        table.add_row(str(e.layer), quoted(e.token, token_width), percent(e.prob))
+        table.add_row(str(e.layer), Text(quoted(e.token, token_width)), percent(e.prob))  # Text: never markup
     return table
 
 

@@ -183,6 +183,8 @@ def test_inspect_command_prints_tables_within_80_columns(gpt2, capsys):
     assert all(len(line) <= 80 for line in out.splitlines())
     for heading in ("next token", "attention, layer 0, mean of the heads", "logit lens"):
         assert heading in out
+    assert main(["inspect", "a [bold] b [/] c", "--init", str(path)]) == 0
+    assert "a [bold] b [/] c" in capsys.readouterr().out  # the text as written, never read as markup
 
 
 def test_inspect_command_crops_a_long_text_and_says_so_on_stderr(gpt2, capsys):

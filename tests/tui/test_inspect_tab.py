@@ -1,5 +1,6 @@
 """The Inspect tab: keys move the selection, and the view follows the weights of each evaluation; the chat's tint."""
 
+from test_attach import attached_app
 from test_checkpoints_in_the_app import chat_only_app
 from textual.widgets import Static
 from tui_helpers import screen_text, wait_for
@@ -91,3 +92,21 @@ async def test_the_chat_tints_each_reply_token_by_its_probability(trained_checkp
 
         await pilot.press("ctrl+t")
         assert "tinted by probability" not in screen_text(app)
+
+
+async def test_attached_to_a_run_it_inspects_the_run_newest_checkpoint(trained_checkpoint):
+    app = attached_app(trained_checkpoint.parent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("v")
+        pane = app.query_one(InspectPane)
+        await wait_for(pilot, lambda: pane.shown is not None, "the first inspection")
+        assert pane.shown.weights == "last.pt, end of epoch 2 (step 20)"
+        assert "".join(pane.shown.tokens) == "Every effort moves you"
+
+
+async def test_attached_before_the_run_saves_a_checkpoint_it_says_so(tmp_path):
+    app = attached_app(tmp_path / "not-yet")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("v")
+        status = app.query_one("#inspect-status", Static)
+        await wait_for(pilot, lambda: "No checkpoint yet" in str(status.render()), "the reason")
