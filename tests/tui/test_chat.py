@@ -123,7 +123,7 @@ async def test_chat_before_training_starts_while_paused_and_after_it_finishes(ma
         await send(pilot, "While paused")
         await wait_for(pilot, replied(app, 2), "the reply while paused")
         assert exchanges(app)[1].weights == "untrained weights"
-        model = inference_model(app.model_cfg)
+        model = inference_model(app.source.model_cfg)
         snapshot(app.source.run.trainer, model)
         assert exchanges(app)[1].reply == token_ids_to_text(list(generate(model, encode("While paused"), 50)))
 
