@@ -33,13 +33,13 @@ from core.run import RunOutputs
 from minigpt_tui import messages
 from minigpt_tui.chat import save_conversation
 from minigpt_tui.commands import TrainingCommands
+from minigpt_tui.run_files import LIVE
 from minigpt_tui.sources import TRAINING_ACTIONS, RunSource
 from minigpt_tui.text import compact
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
+from minigpt_tui.widgets.status_bar import ENDED
 
-LIVE = ("starting", "running", "paused")  # states of a run whose training process is still going
-ENDED = ("finished", "stopped", "failed", "chat only")
 HANG_UP_GRACE_S = 5.0  # after a hang-up, how long a normal exit may take before the process leaves regardless
 
 

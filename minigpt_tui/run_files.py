@@ -86,18 +86,23 @@ def number(value, finite: bool = True) -> float:
     return float(value)
 
 
+def loss(value) -> float:
+    """A logged loss: non-finite ones are kept, as the run saw them; JSON null stands for NaN."""
+    return math.nan if value is None else number(value, finite=False)
+
+
 def evaluation_from(line: str) -> Evaluated | None:
     """The evaluation a metrics.jsonl line records; None for a line that is not one (damaged, or foreign).
-    Losses may be non-finite (a run whose loss blew up logs it; JSON null stands for NaN)."""
+    Losses may be non-finite (a run whose loss blew up logs it)."""
     try:
         record = json.loads(line)
-        losses = {
-            name: float("nan") if record[name] is None else number(record[name], finite=False)
-            for name in ("train_loss", "val_loss")
-        }
         return Evaluated(
-            **{name: count(record[name]) for name in ("epoch", "step", "global_step", "tokens_seen")},
-            **losses,
+            epoch=count(record["epoch"]),
+            step=count(record["step"]),
+            global_step=count(record["global_step"]),
+            tokens_seen=count(record["tokens_seen"]),
+            train_loss=loss(record["train_loss"]),
+            val_loss=loss(record["val_loss"]),
             elapsed_s=number(record["elapsed_s"]),
         )
     except (ValueError, TypeError, KeyError, RecursionError):
@@ -276,8 +281,11 @@ class RunFollower:
             return None
         try:
             return StepDone(
-                **{name: count(progress[name]) for name in ("epoch", "step", "global_step", "tokens_seen")},
-                loss=number(progress.get("loss", math.nan), finite=False),
+                epoch=count(progress["epoch"]),
+                step=count(progress["step"]),
+                global_step=count(progress["global_step"]),
+                tokens_seen=count(progress["tokens_seen"]),
+                loss=loss(progress.get("loss")),
                 elapsed_s=number(progress["elapsed_s"]),
                 tokens_per_s=number(progress["tokens_per_s"]),
             )

@@ -63,6 +63,7 @@ class LiveRun(RunSource):
     """A run this process trains, on a worker thread (the default `minigpt-tui`, and `--resume`)."""
 
     actions = TRAINING_ACTIONS
+    control: TrainingControl
 
     def __init__(self, model_cfg: GPTConfig, train_cfg: TrainConfig, preset_name: str = "") -> None:
         super().__init__()

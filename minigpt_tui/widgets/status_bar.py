@@ -139,7 +139,9 @@ class StatusBar(Widget):
         eta = self.eta()
         items += [f"elapsed {clock(self.elapsed())}", f"ETA {clock(eta) if eta is not None else '–'}"]
         if self.best_val:
-            items.append(f"best val {self.best_val[0]:.4f} (step {self.best_val[1]:,})")
+            loss, step = self.best_val
+            shown = f"{loss:.4f}" if abs(loss) < 1e6 else f"{loss:.4g}"  # a followed run's files may hold 1e300
+            items.append(f"best val {shown} (step {step:,})")
         return [Content(item) if isinstance(item, str) else item for item in items]
 
     def lines(self, width: int) -> list[Content]:
