@@ -18,20 +18,24 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))  # this checkout's code, whatever the current directory
 
+from textual.widgets import Input  # noqa: E402
+
 from core.config import TrainConfig, preset  # noqa: E402
 from core.run import TrainingRun  # noqa: E402
 from minigpt_tui.app import MiniGPTApp  # noqa: E402
 from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # noqa: E402
+from minigpt_tui.sources import OpenedRun  # noqa: E402
 from minigpt_tui.widgets.inspect_pane import InspectPane  # noqa: E402
 
 
 async def capture(checkpoint: Path, layer: int, head: int | None, text: str | None) -> tuple[str, str]:
     opened = OpenedCheckpoint.load(checkpoint, "cpu")
-    train_cfg = TrainConfig(device="cpu", out_dir=str(checkpoint.parent), sample_prompt=opened.sample_prompt)
-    app = MiniGPTApp(opened.model.cfg, train_cfg, "tiny", opened)
+    app = MiniGPTApp(OpenedRun(opened, checkpoint.parent, "tiny"))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("tab", "v")
         pane = app.query_one(InspectPane)
+        if text:
+            pane.query_one("#inspect-text", Input).value = text
         pane.select(text=text or pane.selection.text, layer=layer, head=head)
         while pane.shown is None or pane.shown.selection != pane.selection:
             await pilot.pause(0.05)

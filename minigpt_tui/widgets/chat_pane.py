@@ -13,8 +13,8 @@ from textual.widgets import Input, Static
 
 from minigpt_tui import messages
 from minigpt_tui.chat import ChatEngine, Exchange, FixedWeights, Request, Sampling, TrainerWeights
+from minigpt_tui.text import printable
 from minigpt_tui.widgets.prompt_input import PromptInput
-from minigpt_tui.widgets.samples_log import printable
 
 # Tints for the probability the model gave a token it generated: likely tokens green, unlikely ones red.
 PROBABILITY_TINTS = [(0.5, "green"), (0.1, "yellow"), (0.01, "dark_orange"), (0.0, "red")]

@@ -21,9 +21,10 @@ from textual.message import Message
 from textual.widgets import Input, Static
 
 from core.checkpoint import CheckpointError
+from core.events import CheckpointSaved, Evaluated, Restarted, RunStarted
 from core.inspection import LensEntry, Prediction, Trace, trace
 from minigpt_tui.inspect_view import heatmap, logit_lens_column, next_tokens_chart, quoted, token_spans
-from minigpt_tui.widgets.samples_log import printable
+from minigpt_tui.text import printable
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class InspectPane(Vertical, can_focus=True):
         self.selection = Selection(text)
         self.follow = True  # take the latest weights at each evaluation
         self.weights = None  # where the weights come from: an object with take() -> (model, label), as the chat's
-        self.no_weights_reason = ""
+        self.edited = False  # a text of the user's, not the run's sample prompt
         self.shown: InspectionShown | None = None
         self._requested = 0  # number of the latest request; older answers are dropped
         self._weights_wanted = 0  # bumped when newer weights should be taken
@@ -109,12 +110,22 @@ class InspectPane(Vertical, can_focus=True):
 
     # Where the weights come from, and when they change.
 
+    def show_event(self, event) -> None:
+        """The run's events: the sample prompt to start from, and new weights at each evaluation or checkpoint."""
+        match event:
+            case RunStarted() if event.sample_prompt and not self.edited:
+                self.query_one(InspectText).value = event.sample_prompt
+                self.selection = Selection(
+                    event.sample_prompt, self.selection.position, self.selection.layer, self.selection.head
+                )
+            case Evaluated() | CheckpointSaved() | Restarted():
+                self.weights_changed()
+
     def use_weights(self, weights) -> None:
         self.weights = weights
         self.weights_changed()
 
     def no_weights(self, reason: str) -> None:
-        self.no_weights_reason = reason
         self.query_one("#inspect-status", Static).update(Text(reason))
 
     def weights_changed(self) -> None:
@@ -163,6 +174,7 @@ class InspectPane(Vertical, can_focus=True):
 
     @on(Input.Submitted, "#inspect-text")
     def text_submitted(self, event: Input.Submitted) -> None:
+        self.edited = True
         self.select(text=event.value, position=-1)
         self.focus()
 
@@ -235,7 +247,7 @@ class InspectPane(Vertical, can_focus=True):
         shown = self.shown
         if shown is None:
             return
-        head = "mean of heads" if shown.selection.head is None else f"head {shown.selection.head}"
+        head = "heads' mean" if shown.selection.head is None else f"head {shown.selection.head}"
         layer = min(shown.selection.layer, shown.n_layers - 1)
         held = "" if self.follow else " (held)"
         status = Text(f"{shown.weights}{held} · token {shown.position} · layer {layer} · {head}")

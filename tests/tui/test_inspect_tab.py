@@ -32,7 +32,7 @@ async def test_keys_move_the_selected_token_layer_and_head(trained_checkpoint, t
         await wait_for(pilot, lambda: pane.shown.selection.head == 1, "the next head")
         await pilot.press("m")
         await wait_for(pilot, lambda: pane.shown.selection.head is None, "the mean over the heads")
-        assert "token 1 · layer 1 · mean of heads" in screen_text(app)
+        assert "token 1 · layer 1 · heads' mean" in screen_text(app)
         await pilot.press("down", "down", "down")  # the tiny model has 2 layers: stays on the last
         await pilot.pause()
         await wait_for(pilot, lambda: pane.shown.selection.layer == 1, "the last layer")
