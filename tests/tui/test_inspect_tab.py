@@ -5,7 +5,6 @@ from test_checkpoints_in_the_app import chat_only_app
 from textual.widgets import Static
 from tui_helpers import screen_text, wait_for
 
-from core.events import Evaluated
 from minigpt_tui.widgets import ChatPane, PromptInput
 from minigpt_tui.widgets.inspect_pane import InspectPane
 
@@ -45,26 +44,16 @@ async def test_keys_move_the_selected_token_layer_and_head(trained_checkpoint, t
 
 
 async def test_the_view_follows_the_weights_of_each_evaluation(make_app):
-    app = make_app(max_steps=4)  # evaluates at steps 2 and 4
+    app = make_app(paused=True, max_steps=4)  # evaluates at steps 2 and 4
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("v")
         pane = app.query_one(InspectPane)
-        evaluated = []
-        original = app.add_evaluation
-
-        def spy(event: Evaluated) -> None:
-            evaluated.append(event.global_step)
-            original(event)
-
-        app.add_evaluation = spy
         await wait_for(pilot, lambda: pane.shown is not None, "the first inspection")
-        await wait_for(pilot, lambda: 4 in evaluated, "the evaluation at step 4", timeout=120)
-        await wait_for(
-            pilot,
-            lambda: "step 4 overall" in pane.shown.weights or "(step 4)" in pane.shown.weights,
-            "the weights of step 4",
-            timeout=60,
-        )
+        assert pane.shown.weights == "untrained weights"
+        app.action_resume()
+        evaluated = lambda: any(record["global_step"] == 4 for record in app.history)  # noqa: E731
+        await wait_for(pilot, evaluated, "the evaluation at step 4", timeout=120)
+        await wait_for(pilot, lambda: "step 4" in pane.shown.weights, "the weights of step 4", timeout=60)
         assert "step 4" in screen_text(app)
 
 
