@@ -15,11 +15,12 @@ command's JSON object.
 """
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 
 from core.generate import prepare_prompt
-from core.model import GPTModel
+from core.model import Block, GPTModel
 from core.tokenizer import encode, gpt2_tokenizer
 
 
@@ -93,7 +94,7 @@ class Trace:
             raise IndexError(f"layer {layer} is outside the model's {self.n_layers} layers (0 to {self.n_layers - 1})")
         if head is not None and not 0 <= head < self.n_heads:
             raise IndexError(f"head {head} is outside the model's {self.n_heads} heads (0 to {self.n_heads - 1})")
-        block = self.model.blocks[layer]
+        block = cast(Block, self.model.blocks[layer])
         weights = block.attn.attention_weights(block.norm1(self.residual[layer].unsqueeze(0)))[0].float()  # (nh, T, T)
         return weights.mean(dim=0) if head is None else weights[head]
 
