@@ -8,7 +8,7 @@ so the UI never waits for the model.
 """
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from rich.console import Group
@@ -115,9 +115,7 @@ class InspectPane(Vertical, can_focus=True):
         match event:
             case RunStarted() if event.sample_prompt and not self.edited:
                 self.query_one(InspectText).value = event.sample_prompt
-                self.selection = Selection(
-                    event.sample_prompt, self.selection.position, self.selection.layer, self.selection.head
-                )
+                self.selection = replace(self.selection, text=event.sample_prompt)
             case Evaluated() | CheckpointSaved() | Restarted():
                 self.weights_changed()
 
@@ -179,7 +177,7 @@ class InspectPane(Vertical, can_focus=True):
         self.focus()
 
     def select(self, **changes) -> None:
-        self.selection = Selection(**{**self.selection.__dict__, **changes})
+        self.selection = replace(self.selection, **changes)
         self.inspect()
 
     # The computation, on a thread.
