@@ -42,6 +42,7 @@ from minigpt_tui.widgets.inspect_pane import InspectPane
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import ENDED
 
+NEXT_TAB = {"samples-tab": "chat-tab", "chat-tab": "inspect-tab", "inspect-tab": "samples-tab"}  # t goes round
 HANG_UP_GRACE_S = 5.0  # after a hang-up, how long a normal exit may take before the process leaves regardless
 
 
@@ -59,9 +60,10 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("s", "save_plot", "Save plot", tooltip="Save the loss plot PNG in the output directory"),
         Binding("c", "save_checkpoint", "Checkpoint", tooltip="Save a checkpoint at the next step boundary"),
         Binding("i", "focus_prompt", "Prompt", tooltip="Type a prompt for the model (opens the chat)"),
-        Binding("t", "show_pane('chat-tab')", "Chat", tooltip="Show the samples or the chat"),
-        Binding("t", "show_pane('samples-tab')", "Samples", tooltip="Show the samples or the chat"),
-        Binding("v", "inspect", "Inspect", tooltip="Look inside the model: tokens, next tokens, attention, logit lens"),
+        Binding("t", "show_pane('chat-tab')", "Chat", tooltip="Show the next tab: the samples, the chat, inspect"),
+        Binding("t", "show_pane('inspect-tab')", "Inspect", tooltip="Show the next tab"),
+        Binding("t", "show_pane('samples-tab')", "Samples", tooltip="Show the next tab"),
+        Binding("v", "inspect", "Inspect", show=False, tooltip="Look inside the model: tokens, attention, logit lens"),
         Binding("escape", "stop_reply", "Stop reply", tooltip="Stop the chat's reply, and drop the prompts waiting"),
         Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics, plot; exit"),
         # Textual binds ctrl+c to copy; in a training tool people press it to quit.
@@ -192,8 +194,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
             return None if not self.training or self.source.control.stop_requested else not self.pause_requested
         if action == "resume":
             return self.pause_requested and not self.source.control.stop_requested
-        if action == "show_pane":  # t names the pane it will show: the chat from the samples, else the samples
-            return (parameters[0] == "chat-tab") == (self.query_one("#side", TabbedContent).active == "samples-tab")
+        if action == "show_pane":  # t names the tab it will show: the next one
+            return parameters[0] == NEXT_TAB[self.query_one("#side", TabbedContent).active]
         if action == "stop_reply":
             return self.query_one(ChatPane).busy
         return True
