@@ -26,7 +26,7 @@ from core.data import TRAIN_RATIO, read_corpus
 from core.events import CheckpointSaved
 from core.run import TrainingRun
 from core.tokenizer import gpt2_tokenizer
-from core.train import LogPrinter
+from core.headless import LogPrinter
 
 
 def run_reference(cfg, epochs: int) -> dict:

@@ -19,7 +19,7 @@ from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader
 
 from core.checkpoint import CheckpointError, check_resumable, restore_rng_states, rng_states, save_checkpoint
-from core.config import KEPT_ON_RESUME, TrainConfig
+from core.config import TrainConfig
 from core.control import TrainingControl
 from core.data import fingerprint, sequential_loader
 from core.distributed import Distributed, gradient_sync
@@ -28,6 +28,7 @@ from core.fileio import atomic_link
 from core.generate import generate
 from core.model import GPTModel
 from core.precision import autocast, compute_dtype
+from core.resume import check_kept, check_same_batches
 from core.tokenizer import encode, token_ids_to_text
 
 
@@ -332,6 +333,10 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "data_sha256": self.data_fingerprint,
             "world_size": self.dist.world_size,
+            # The run's shape, for what shows a checkpoint (the app's --checkpoint, its loss plot): a run still in
+            # its first epoch cannot tell its epoch length from its position.
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": self.epochs,
         }
         return {
             "model": self.model.state_dict(),
@@ -347,18 +352,14 @@ class Trainer:
     def load_state_dict(self, ckpt: dict, path: str | Path) -> None:
         """Continue the run saved in `ckpt` (read from `path`); call before `run()`.
 
-        The model shape, the data and the settings in KEPT_ON_RESUME must be the checkpoint's; the learning
-        rate may differ (it is applied to the restored optimizer).
+        The model shape, the data and what core/resume.py keeps must be the checkpoint's; the learning rate may
+        differ (it is applied to the restored optimizer).
         """
         check_resumable(ckpt, path)
         saved_cfg, progress = ckpt["train_config"], ckpt["progress"]
-        for name in KEPT_ON_RESUME:
-            if saved_cfg.get(name) != getattr(self.cfg, name):
-                raise CheckpointError(
-                    f"{path}: was trained with {name} {saved_cfg.get(name)}; a resumed run must keep it "
-                    f"(asked for {getattr(self.cfg, name)})"
-                )
-        self._check_same_batches(saved_cfg.get("grad_accum", 1) * progress.get("world_size", 1), path)
+        check_kept(saved_cfg, self.cfg, path)
+        saved_micro_batches = saved_cfg.get("grad_accum", 1) * progress.get("world_size", 1)
+        check_same_batches(saved_micro_batches, self.cfg, self.dist.world_size, path)
         if progress["data_sha256"] != self.data_fingerprint:
             raise CheckpointError(
                 f"{path}: was trained on other text than {self.cfg.data or 'the bundled story'} (the file changed, "
@@ -380,22 +381,6 @@ class Trainer:
             restore_rng_states(ckpt["rng"])  # last: nothing may draw from the streams before training does
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: its random number generator states are damaged ({e})") from None
-
-    def _check_same_batches(self, saved_micro_batches: int, path: str | Path) -> None:
-        """A step's batch is the micro-batches of all processes together: a resumed run may split it otherwise
-        (e.g. one process accumulating what two computed), but must keep its size to keep the data order."""
-        world_size = self.dist.world_size
-        if saved_micro_batches == self.cfg.grad_accum * world_size:
-            return
-        fix = (
-            f"--grad-accum {saved_micro_batches // world_size}"
-            if saved_micro_batches % world_size == 0
-            else f"a number of processes that divides {saved_micro_batches}"
-        )
-        raise CheckpointError(
-            f"{path}: was trained on {saved_micro_batches} micro-batches of {self.cfg.batch_size} per step "
-            f"(--grad-accum × processes); this run has {self.cfg.grad_accum} × {world_size}: use {fix}"
-        )
 
     @cached_property
     def data_fingerprint(self) -> str:

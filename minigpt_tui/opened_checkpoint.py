@@ -11,6 +11,7 @@ from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig
 from core.events import EpochSampled, Evaluated, RunStarted, StepDone
 from core.model import GPTModel
+from core.plotting import epoch_length
 from core.snapshot import WeightsVersion
 from minigpt_tui.widgets.status_bar import position
 
@@ -31,20 +32,23 @@ class OpenedCheckpoint:
         """Read the checkpoint; CheckpointError if it cannot be used. `mmap`: see `load_model`."""
         path = Path(path)
         model, ckpt = load_model(path, device, mmap)
-        progress = ckpt.get("progress")
+        progress = ckpt.get("progress") or {}  # empty: a weights-only file
         train_config = ckpt.get("train_config") or {}
         version = WeightsVersion.from_progress(progress)
         global_step, in_epoch = version.global_step, version.step
         done_epochs = version.epoch  # whole epochs done before the one in progress
-        steps_per_epoch = (global_step - in_epoch) // done_epochs if done_epochs else 0  # 0: unknown
         try:
             history = tuple(Evaluated(**record) for record in ckpt.get("history", ()))
         except TypeError:
             raise CheckpointError(f"{path}: its metrics history is not one this version understands") from None
+        # Recorded since checkpoints have it; an older one tells it only once its run is past its first epoch.
+        steps_per_epoch = progress.get("steps_per_epoch") or (
+            (global_step - in_epoch) // done_epochs if done_epochs else epoch_length(list(ckpt.get("history", ())))
+        )  # 0: unknown
         samples = tuple(
             EpochSampled(i + 1, (i + 1) * steps_per_epoch, text) for i, text in enumerate(ckpt.get("samples", ()))
         )
-        epochs = train_config.get("epochs", done_epochs)
+        epochs = progress.get("epochs") or train_config.get("epochs", done_epochs)
         run = RunStarted(str(device), model.num_parameters(), epochs, steps_per_epoch, global_step, history, samples)
         last_step = None
         if progress:

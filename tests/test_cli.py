@@ -15,7 +15,7 @@ import core.train
 from core import GPTModel, generate_text_simple, text_to_token_ids, token_ids_to_text
 from core.checkpoint import load_model, save_checkpoint
 from core.events import RunStarted, Tokenizing
-from core.train import LogPrinter
+from core.headless import LogPrinter
 from minigpt_tui import cli
 from minigpt_tui.cli import main
 
