@@ -143,3 +143,14 @@ class GPTModel(nn.Module):
     def num_parameters(self) -> int:
         """Trainable parameters, counting a tied head once."""
         return sum(p.numel() for p in self.parameters())
+
+
+def uninitialized_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPTModel:
+    """A GPTModel with its weights left uninitialised, for weights copied or loaded in next: the random
+    initialisation would only be overwritten (seconds for gpt2-124m)."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = GPTModel(cfg)
+    model = model.to_empty(device=device)
+    if cfg.tie_weights:  # to_empty gives every module a tensor of its own
+        model.out_head.weight = model.tok_emb.weight
+    return model

@@ -30,7 +30,7 @@ from core.data import (
 from core.distributed import Distributed, from_environment, process_group
 from core.events import EpochSampled, Evaluated, Failed, Finished, RunStarted, StateChanged, StepDone, Tokenizing
 from core.fileio import atomic_write, remove_leftover_temp_files
-from core.model import GPTModel
+from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
 from core.precision import allow_tf32
 from core.pretrained import load_pretrained
@@ -187,7 +187,9 @@ class TrainingRun:
         checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
         train_loader, val_loader = self._data_loaders()
         torch.manual_seed(cfg.seed)  # the same in every process: they start from the same weights
-        if cfg.init and not cfg.resume:  # fine-tuning: the model config is the pretrained one (pretrained_config)
+        if checkpoint is not None:  # its weights come next (Trainer.load_state_dict), so no random init
+            model = uninitialized_model(self.model_cfg, device)
+        elif cfg.init:  # fine-tuning: the model config is the pretrained one (pretrained_config)
             model = load_pretrained(cfg.init, self.model_cfg, device)
         else:
             model = GPTModel(self.model_cfg).to(device)

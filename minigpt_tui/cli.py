@@ -127,11 +127,7 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("the generate command needs one of --checkpoint PATH or --init WEIGHTS")
     device = device_or_error(parser, args.device or "auto")
     try:
-        model = (
-            load_pretrained(args.init, device=device)
-            if args.init
-            else load_model(args.chat_checkpoint, device, mmap=True)[0]
-        )
+        model = load_pretrained(args.init, device=device) if args.init else load_model(args.chat_checkpoint, device)[0]
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1

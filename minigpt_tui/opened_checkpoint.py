@@ -28,7 +28,7 @@ class OpenedCheckpoint:
     last_step: StepDone | None
 
     @classmethod
-    def load(cls, path: str | Path, device, mmap: bool = False) -> "OpenedCheckpoint":
+    def load(cls, path: str | Path, device, mmap: bool = True) -> "OpenedCheckpoint":
         """Read the checkpoint; CheckpointError if it cannot be used. `mmap`: see `load_model`."""
         path = Path(path)
         model, ckpt = load_model(path, device, mmap)

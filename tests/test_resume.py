@@ -10,8 +10,8 @@ from helpers import TINY16, of, train
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.events import Failed, Finished, RunStarted, StepDone
-from core.model import GPTModel
 from core.flags import configs_from_args
+from core.model import GPTModel
 from minigpt_tui.cli import build_parser
 
 
