@@ -27,8 +27,14 @@ def save_loss_plot(history: list[dict], steps_per_epoch: int | None, path: str |
     ax.set_ylabel("Loss")
     ax.legend(loc="upper right")
     if tokens_per_x > 0:
-        top = ax.secondary_xaxis("top", functions=(lambda e: e * tokens_per_x, lambda t: t / tokens_per_x))
-        top.set_xlabel("Tokens seen")
+
+        def to_tokens(x):
+            return x * tokens_per_x
+
+        def from_tokens(tokens):
+            return tokens / tokens_per_x
+
+        ax.secondary_xaxis("top", functions=(to_tokens, from_tokens)).set_xlabel("Tokens seen")
     path = Path(path)
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=120)
