@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import core.train
-from core import GPTModel, generate_text_simple, text_to_token_ids, token_ids_to_text
+from core import GPTModel, generate_text_simple, resume, text_to_token_ids, token_ids_to_text
 from core.checkpoint import load_model, save_checkpoint
 from core.events import RunStarted, Tokenizing
 from core.headless import LogPrinter
@@ -139,6 +139,13 @@ def test_the_resume_help_names_every_flag_and_what_it_may_do(monkeypatch, capsys
         assert flag in may_change
     for flag in ("--preset", "--context-length", "--batch-size", "--seed"):
         assert flag in kept
+
+
+def test_every_training_flag_has_a_resume_rule():
+    """A new training flag must be placed in core/resume.py: allowed to change on --resume, or kept."""
+    ruled = {*resume.MAY_CHANGE, *resume.MACHINE_SETTINGS, *resume.KEPT, *resume.MODEL_SHAPE}
+    flags = {"out_dir" if dest == "out" else dest for dest in cli.training_dests()}
+    assert flags - {"resume", "init"} == ruled  # --init is refused with --resume: the weights are the checkpoint's
 
 
 def test_cuda_without_cuda_is_refused(capsys, monkeypatch):
