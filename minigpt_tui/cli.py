@@ -8,11 +8,12 @@ from core.checkpoint import CheckpointError, load_model
 from core.config import preset_name
 from core.distributed import from_environment
 from core.events import Failed, Finished
+from core.flags import add_training_args, configs_from_args, positive
 from core.generate import check_sampling, generate, prepare_prompt
+from core.headless import run_headless
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import resolve_device
 from core.tokenizer import decode_stream, encode
-from core.train import add_training_args, configs_from_args, positive, run_headless
 from minigpt_tui.inspect_command import add_inspect_command, inspect_main
 
 
@@ -57,13 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
         "run's newest checkpoint; with --device (the chat's, default cpu, to leave the GPU to training) and --out "
         "(where s saves the plot, default RUN_DIR) only",
     )
+    # A flag may stand before its subcommand or after it (`minigpt-tui --preset tiny train`): the subcommands'
+    # parsers leave out what they were not given (SUPPRESS), instead of overwriting what the main parser read.
     commands = parser.add_subparsers(dest="command", metavar="{train,generate,inspect}")
-    train = commands.add_parser("train", help="train without the UI, printing the log")
+    train = commands.add_parser(
+        "train", help="train without the UI, printing the log", argument_default=argparse.SUPPRESS
+    )
     add_training_args(train)
-    generate_cmd = commands.add_parser("generate", help="continue a prompt with a checkpoint or GPT-2's weights")
+    generate_cmd = commands.add_parser(
+        "generate",
+        help="continue a prompt with a checkpoint or GPT-2's weights",
+        argument_default=argparse.SUPPRESS,
+        epilog="It needs --checkpoint or --init.",
+    )
     generate_cmd.add_argument("prompt", help="text to continue")
-    weights = generate_cmd.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", metavar="PATH", help="e.g. results/last.pt")
+    weights = generate_cmd.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", dest="chat_checkpoint", metavar="PATH", help="e.g. results/last.pt")
     weights.add_argument(
         "--init", metavar="WEIGHTS", help=f"pretrained GPT-2 instead: {', '.join(HUB_MODELS)} or a model.safetensors"
     )
@@ -78,24 +88,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 = greedy (default); higher = more random",
     )
     generate_cmd.add_argument(
-        "--top-k", type=sampling_setting("top_k", int), metavar="K", help="sample only from the K most likely tokens"
+        "--top-k",
+        type=sampling_setting("top_k", int),
+        default=None,
+        metavar="K",
+        help="sample only from the K most likely tokens",
     )
     generate_cmd.add_argument(
         "--top-p",
         type=sampling_setting("top_p", float),
+        default=None,
         metavar="P",
         help="sample only from the most likely tokens that add up to P (0 < P <= 1)",
     )
     generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
-    generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     add_inspect_command(commands)
     return parser
 
 
+def training_dests() -> set[str]:
+    """Where the training flags store their values (`args.<dest>`)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_training_args(probe)
+    return set(vars(probe.parse_args([])))
+
+
+# Of the training flags, those that mean the same to generate (given before it or after); the others do not apply.
+GENERATE_FLAGS = ("init", "seed", "device")
+
+
+# The training flags that mean the same to inspect: whose weights, and where to run them.
+INSPECT_FLAGS = ("init", "preset", "device")
+
+
+def refuse_other_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, command: str, flags) -> None:
+    """An argparse error for --attach or a training flag (given before the command or after) that `command` does
+    not take."""
+    if args.attach:
+        parser.error(f"--attach follows a run started elsewhere; it does not go with the {command} command")
+    not_for_command = training_dests() - set(flags)
+    others = [option(name) for name, value in vars(args).items() if value is not None and name in not_for_command]
+    if others:
+        parser.error(f"the {command} command does not take {', '.join(others)} (see minigpt-tui {command} --help)")
+
+
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    device = device_or_error(parser, args.device)
+    refuse_other_flags(parser, args, "generate", GENERATE_FLAGS)
+    if bool(args.chat_checkpoint) == bool(args.init):
+        parser.error("the generate command needs one of --checkpoint PATH or --init WEIGHTS")
+    device = device_or_error(parser, args.device or "auto")
     try:
-        model = load_pretrained(args.init, device=device) if args.init else load_model(args.checkpoint, device)[0]
+        model = load_pretrained(args.init, device=device) if args.init else load_model(args.chat_checkpoint, device)[0]
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
@@ -123,14 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None and from_environment().enabled:
         parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
+    if args.command == "generate":
+        return generate_main(parser, args)
+    if args.command == "inspect":
+        refuse_other_flags(parser, args, "inspect", INSPECT_FLAGS)
+        return inspect_main(parser, args)
     if args.attach:
         return attach_main(parser, args)
     if args.chat_checkpoint:
         return chat_only_main(parser, args)
-    if args.command == "generate":
-        return generate_main(parser, args)
-    if args.command == "inspect":
-        return inspect_main(parser, args)
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
         return run_headless(args.preset, model_cfg, train_cfg)

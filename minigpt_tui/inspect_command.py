@@ -11,6 +11,7 @@ from rich.text import Text
 
 from core.checkpoint import CheckpointError, load_model
 from core.config import PRESETS, TrainConfig, preset
+from core.flags import positive
 from core.inspection import Inspection, inspect_text
 from core.model import GPTModel
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
@@ -21,17 +22,20 @@ DEFAULT_PRESET = "gpt2-124m"
 
 
 def add_inspect_command(commands) -> None:
-    from core.train import positive
-
+    """Its flags shared with the main parser (--checkpoint, --init, --preset, --device) may come before `inspect`
+    too: left out here (SUPPRESS), they keep what the main parser read."""
     inspect = commands.add_parser(
         "inspect",
+        argument_default=argparse.SUPPRESS,
         help="show what the model makes of a text: tokens, next-token probabilities, attention, logit lens",
         description="Run TEXT through a model and show its tokens, the most probable next tokens at a position, "
         "the attention weights of one layer and head, and the logit lens (the top token after each block).",
     )
     inspect.add_argument("text", metavar="TEXT", help="the text to run through the model")
     weights = inspect.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", metavar="PATH", help="a checkpoint's weights, e.g. results/last.pt")
+    weights.add_argument(
+        "--checkpoint", dest="chat_checkpoint", metavar="PATH", help="a checkpoint's weights, e.g. results/last.pt"
+    )
     weights.add_argument(
         "--init", metavar="WEIGHTS", help=f"pretrained GPT-2: {', '.join(HUB_MODELS)} or a model.safetensors"
     )
@@ -58,8 +62,8 @@ def add_inspect_command(commands) -> None:
         help="attention of this head (from 0; default 0), or 'mean' for the mean over the heads",
     )
     inspect.add_argument("--top-k", type=positive(int), default=10, metavar="K", help="next tokens shown (default 10)")
-    inspect.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    inspect.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu", help="default: cpu")
+    inspect.add_argument("--json", action="store_true", default=False, help="print one JSON object, not tables")
+    inspect.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: cpu")
 
 
 def head_number(text: str) -> int | None:
@@ -72,8 +76,15 @@ def head_number(text: str) -> int | None:
 
 
 def inspect_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    given = [
+        flag
+        for flag, value in (("--checkpoint", args.chat_checkpoint), ("--init", args.init), ("--preset", args.preset))
+        if value
+    ]
+    if len(given) > 1:
+        parser.error(f"inspect takes one of --checkpoint, --init and --preset, not {' and '.join(given)}")
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device or "cpu")
     except ValueError as e:
         parser.error(str(e))
     try:
@@ -101,8 +112,8 @@ def inspect_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
 
 def _load(args: argparse.Namespace, device: torch.device):
     """The model to inspect (eval mode) and a few words on where its weights come from."""
-    if args.checkpoint:
-        return load_model(args.checkpoint, device, mmap=True)[0], args.checkpoint
+    if args.chat_checkpoint:
+        return load_model(args.chat_checkpoint, device, mmap=True)[0], args.chat_checkpoint
     if args.init:
         return load_pretrained(args.init, device=device).eval(), f"pretrained {args.init}"
     name = args.preset or DEFAULT_PRESET
