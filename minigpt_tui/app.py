@@ -312,7 +312,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     def add_sample(self, event: events.EpochSampled) -> None:
         self.query_one(SamplesLog).add(event, self.train_cfg.sample_prompt)
-        samples = len(self.query_one(SamplesLog).query(".sample-text"))
+        samples = self.query_one(SamplesLog).count
         self.query_one("#side", TabbedContent).get_tab("samples-tab").label = f"Samples ({samples})"
 
     @on_training(messages.StateChanged)
