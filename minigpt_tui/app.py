@@ -29,6 +29,7 @@ from minigpt_tui.commands import TrainingCommands
 from minigpt_tui.following import start_following
 from minigpt_tui.opened_checkpoint import LatestCheckpoint, OpenedCheckpoint
 from minigpt_tui.run_files import LIVE, RunFollower
+from minigpt_tui.terminal_input import keep_escapes_in_pastes
 from minigpt_tui.training import start_training
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
@@ -96,6 +97,7 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         attached: RunFollower | None = None,
     ) -> None:
         super().__init__()
+        keep_escapes_in_pastes(self.driver_class)
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
         self.checkpoint = checkpoint  # chat only
         self.attached = attached  # a run followed through its files
