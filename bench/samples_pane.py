@@ -44,7 +44,7 @@ async def measure(samples: list[str]) -> tuple[float, float]:
         start = time.perf_counter()
         pane = app.query_one(SamplesLog)
         for epoch, text in enumerate(samples, 1):
-            pane.add(EpochSampled(epoch, epoch * 9, text), PROMPT)
+            pane.add(EpochSampled(epoch=epoch, global_step=epoch * 9, text=text), PROMPT)
         await pilot.pause()
         app.screen._compositor.render_update(full=True)  # one whole frame, as the terminal would get it
         shown = time.perf_counter() - start

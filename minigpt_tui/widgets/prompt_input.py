@@ -7,7 +7,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Input
 
-from minigpt_tui.widgets.samples_log import printable
+from minigpt_tui.text import printable
 
 LINE_BREAK = "⏎"  # a pasted line break, in the one-line box; sent as a real one
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")  # terminals paste line breaks as CR, some as CR LF

@@ -5,8 +5,8 @@ from test_checkpoints_in_the_app import chat_only_app
 from tui_helpers import screen_text, wait_for
 
 from core.events import EpochSampled
+from minigpt_tui.text import visible
 from minigpt_tui.widgets import SamplesLog
-from minigpt_tui.widgets.samples_log import visible
 
 PROMPT = "Every effort moves you"
 
@@ -44,8 +44,8 @@ async def test_a_long_sample_shows_its_start_and_enter_shows_it_whole(make_app):
     app = make_app(paused=True)
     async with app.run_test(size=(100, 30)) as pilot:
         pane = app.query_one(SamplesLog)
-        pane.add(EpochSampled(1, 9, PROMPT + " a short one."), PROMPT)
-        pane.add(EpochSampled(2, 18, long_text), PROMPT)
+        pane.add(EpochSampled(epoch=1, global_step=9, text=PROMPT + " a short one."), PROMPT)
+        pane.add(EpochSampled(epoch=2, global_step=18, text=long_text), PROMPT)
         await pilot.pause()
         hidden = len(long_text) - SamplesLog.SHOWN
         assert shown(pane, 1).endswith(f"… {hidden:,} more characters: enter shows it whole")
@@ -67,7 +67,7 @@ async def test_a_sample_larger_than_the_pane_will_lay_out_points_to_the_file(mak
     app = make_app(paused=True)
     async with app.run_test(size=(100, 30)) as pilot:
         pane = app.query_one(SamplesLog)
-        pane.add(EpochSampled(1, 9, huge), PROMPT)
+        pane.add(EpochSampled(epoch=1, global_step=9, text=huge), PROMPT)
         pane.focus()
         await pilot.press("enter")
         hidden = len(huge) - SamplesLog.SHOWN_WHOLE
@@ -80,7 +80,7 @@ async def test_a_whitespace_only_sample_is_visible(make_app):
     app = make_app(paused=True)
     async with app.run_test(size=(100, 30)) as pilot:
         pane = app.query_one(SamplesLog)
-        pane.add(EpochSampled(1, 9, PROMPT + "\n" * 50), PROMPT)
+        pane.add(EpochSampled(epoch=1, global_step=9, text=PROMPT + "\n" * 50), PROMPT)
         await pilot.pause()
         assert shown(pane, 0) == f"epoch 1 · step 9\n{PROMPT}{'⏎' * 50}  (whitespace only)"
         assert "⏎⏎⏎⏎⏎⏎⏎⏎⏎⏎" in screen_text(app)
