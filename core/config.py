@@ -56,6 +56,7 @@ class TrainConfig:
     sample_tokens: int = 50
     save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget
     resume: str | None = None  # checkpoint to continue from
+    overwrite: bool = False  # a new run may replace the checkpoints an earlier run left in out_dir
 
 
 # A resumed run must keep these from its checkpoint (besides the model's shape and the data): they fix the data

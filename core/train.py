@@ -31,7 +31,8 @@ DEFAULT_PRESET = "gpt2-124m"
 # --grad-accum may change as long as the micro-batches per step stay the same (e.g. one process accumulating what
 # two computed): Trainer.load_state_dict checks that.
 # Where and how fast the run computes: the machine's business, not the run's, so a resumed run does not inherit them.
-MACHINE_SETTINGS = ("device", "dtype", "compile", "token_cache")
+# --overwrite is about the output directory at hand, never inherited either.
+MACHINE_SETTINGS = ("device", "dtype", "compile", "token_cache", "overwrite")
 CHANGEABLE_ON_RESUME = ("epochs", "max_steps", "lr", "eval_freq", "eval_batches", "save_every", "out_dir", "data")
 CHANGEABLE_ON_RESUME += ("grad_accum", *MACHINE_SETTINGS)
 
@@ -127,6 +128,13 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="start a new run in an --out directory that holds an earlier run's checkpoints, replacing them "
+        "(without it, such a run is refused: continue the earlier one with --resume instead)",
+    )
+    parser.add_argument(
         "--token-cache",
         metavar="DIR",
         help=f"where large corpora are tokenized to (default: ${CACHE_DIR_ENV}, else {default_cache_dir()})",
@@ -142,8 +150,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         "--resume",
         metavar="CHECKPOINT",
         help="continue the run saved in this checkpoint (e.g. results/last.pt) with its settings; only --epochs, "
-        "--max-steps, --lr, --eval-freq, --eval-batches, --save-every, --device, --out, --data, --token-cache and "
-        "--grad-accum may change",
+        "--max-steps, --lr, --eval-freq, --eval-batches, --save-every, --device, --out, --data, --token-cache, "
+        "--overwrite and --grad-accum may change",
     )
 
 
@@ -169,6 +177,7 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "token_cache": args.token_cache,
         "save_every": args.save_every,
         "resume": args.resume,
+        "overwrite": args.overwrite,
     }
     given = {name: value for name, value in given.items() if value is not None}
     if args.resume and args.init:
@@ -329,13 +338,26 @@ def say(line: str, out, end: str = "\n") -> None:
     Training must outlive its terminal: the run's files keep the record, and its checkpoint must still be saved.
     """
     try:
-        print(line, file=out, end=end, flush=True)
+        try:
+            print(line, file=out, end=end, flush=True)
+        except UnicodeEncodeError:  # a stream tolerant_output could not change: show what it can
+            encoding = getattr(out, "encoding", None) or "ascii"
+            print(line.encode(encoding, "replace").decode(encoding), file=out, end=end, flush=True)
     except OSError:  # EIO from a hung-up terminal, BrokenPipeError from a closed pipe
         # Point the stream at /dev/null, so that neither later lines nor the flush at exit fail again.
         with contextlib.suppress(OSError, ValueError):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, out.fileno())
             os.close(devnull)
+
+
+def tolerant_output() -> None:
+    """Let stdout and stderr print any text: characters the terminal's encoding lacks (an "é" under LC_ALL=C or
+    PYTHONIOENCODING=ascii) come out as replacement characters instead of stopping the program. Files are
+    written as UTF-8 whatever the terminal."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="replace")
 
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -349,6 +371,7 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
     Under torchrun every process gets the signal (torchrun passes it on); they stop at the same step, and only
     the first one (rank 0) prints, except errors, which each process reports.
     """
+    tolerant_output()
     control = TrainingControl()
     caught = []
     model_name = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
@@ -364,7 +387,9 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
 
     previous = {sig: signal.signal(sig, stop_after_step) for sig in STOP_SIGNALS}
     try:
-        result = run.run()
+        result = run.run()  # a second Ctrl+C ends it at once, as a Failed result that says what was not saved
+    except KeyboardInterrupt:  # one that came after the run had reported its end: all is written
+        return 128 + signal.SIGINT
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
