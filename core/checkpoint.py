@@ -47,7 +47,7 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         with atomic_write(path) as f:
             writer = _WriteRecorder(f)
             try:
-                torch.save({"format_version": FORMAT_VERSION, **payload}, writer)
+                torch.save({"format_version": FORMAT_VERSION, **payload}, writer)  # type: ignore[arg-type]
             except Exception:
                 # torch turns a failed write (a full disk) into a RuntimeError ("unexpected pos"); the OSError says why.
                 if writer.error is not None:
@@ -88,14 +88,15 @@ class BackgroundWriter:
         self._thread: threading.Thread | None = None
         self._done: list = []
         self._error: Exception | None = None
-        self.seconds = 0.0  # how long the latest finished job took
+        self._seconds = 0.0  # how long the job took
 
     @property
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, job: Callable[[list], None]) -> None:
-        self.take(wait=True)  # never two at once: the caller should have taken the previous one's outcome
+        if self._thread is not None:  # never two at once, nor an outcome left untaken
+            raise RuntimeError("take the outcome of the job before starting another")
 
         def run() -> None:
             started = time.perf_counter()
@@ -103,19 +104,20 @@ class BackgroundWriter:
                 job(self._done)
             except Exception as e:
                 self._error = e
-            self.seconds = time.perf_counter() - started
+            self._seconds = time.perf_counter() - started
 
         self._thread = threading.Thread(target=run, name="checkpoint-writer", daemon=True)
         self._thread.start()
 
-    def take(self, wait: bool) -> tuple[list, Exception | None] | None:
-        """What the finished job wrote and its error; None if there is none, or (unless `wait`) it is not done."""
+    def take(self, wait: bool) -> tuple[list, Exception | None, float] | None:
+        """What the finished job wrote, its error and how many seconds it took; None if there is no job, or (unless
+        `wait`) it is not done yet."""
         if self._thread is None or (self.busy and not wait):
             return None
         self._thread.join()
         self._thread = None
         done, error, self._done, self._error = self._done, self._error, [], None
-        return done, error
+        return done, error, self._seconds
 
 
 def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:

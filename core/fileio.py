@@ -92,38 +92,47 @@ class DirectoryLocked(OSError):
     """Another process holds the run directory's lock; the message names the directory and that process."""
 
 
-LOCK_NAME = ".lock"
+class RunDirectoryLock:
+    """An exclusive lock on a run directory, so two runs never write into one: an `flock` on DIRECTORY/.lock, which
+    holds the pid of its holder. The kernel releases it when the process ends, however it ends, so a killed run
+    never leaves a stale lock behind. Also a context manager."""
 
+    def __init__(self, directory: str | Path):
+        self.directory = directory
+        self._fd: int | None = None
 
-@contextmanager
-def run_directory_lock(directory: str | Path):
-    """Hold an exclusive lock on a run directory while the block runs, so two runs never write into one.
-
-    The lock is an `flock` on DIRECTORY/.lock, which holds the pid of its holder; the kernel releases it when the
-    process ends, however it ends, so a killed run never leaves a stale lock behind.
-    """
-    if fcntl is None:
-        yield
-        return
-    path = Path(directory) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    def acquire(self) -> None:
+        """Take the lock, or raise DirectoryLocked at once; another OSError if the lock file cannot be made."""
+        if fcntl is None:
+            return
+        fd = os.open(Path(self.directory) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             by = f"another training run (pid {holder})" if holder.isdigit() else "another training run"
             raise DirectoryLocked(
-                f"{directory} is in use by {by}: two runs would overwrite each other's files; wait for it to end, "
-                "or give this one another --out (to watch that run, use --attach)"
+                f"{self.directory} is in use by {by}: two runs would overwrite each other's files; wait for it to "
+                "end, or give this one another --out (to watch that run, use --attach)"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+    def __enter__(self) -> "RunDirectoryLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -30,7 +30,7 @@ from core.data import (
 )
 from core.distributed import Distributed, from_environment, process_group
 from core.events import EpochSampled, Evaluated, Failed, Finished, RunStarted, StateChanged, StepDone, Tokenizing
-from core.fileio import atomic_write, remove_leftover_temp_files, run_directory_lock
+from core.fileio import DirectoryLocked, RunDirectoryLock, atomic_write, remove_leftover_temp_files
 from core.model import GPTModel
 from core.plotting import save_loss_plot
 from core.precision import allow_tf32
@@ -83,12 +83,21 @@ class RunOutputs:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
-        with run_directory_lock(self.dir):
+        lock = RunDirectoryLock(self.dir)
+        try:
+            lock.acquire()
+        except DirectoryLocked:
+            raise
+        except OSError as e:
+            raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
+        try:
             earlier = self.earlier_checkpoints()
             continuing = train_cfg.resume and Path(train_cfg.resume).resolve().parent == self.dir.resolve()
             if earlier and not continuing and not train_cfg.overwrite:
                 raise OSError(self.refusal(earlier))
             yield
+        finally:
+            lock.release()
 
     def earlier_checkpoints(self) -> list[Path]:
         """The checkpoints an earlier run left in the directory."""
@@ -158,8 +167,11 @@ class RunOutputs:
         self._status.update(changes)
         if self._last_step is not None:
             self._status["progress"] = asdict(self._last_step)
-        with atomic_write(self.status) as f:
-            f.write(json.dumps(self._status, indent=2).encode())
+        try:
+            with atomic_write(self.status) as f:
+                f.write(json.dumps(self._status, indent=2).encode())
+        except OSError as e:
+            raise OSError(f"could not write {self.status} ({e.strerror or e})") from None
 
     def written(self) -> dict[str, str]:
         paths = {
@@ -286,6 +298,7 @@ class TrainingRun:
         return tokens
 
     def run(self) -> Finished | Failed:
+        result: Finished | Failed
         aborted = None
         # The output directory is this run's (process 0 writes it) until its last file is written.
         with contextlib.ExitStack() as claimed:

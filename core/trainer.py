@@ -343,13 +343,12 @@ class Trainer:
         self._collect_saves(wait=True)
         best, self._best = self._best, None
         done: list[CheckpointSaved] = []
-        started = time.perf_counter()
+        started, error = time.perf_counter(), None
         try:
             self._write_checkpoints(self._checked_state(), best, done)
         except CheckpointWriteError as e:
-            self._record_saves(done, e)
-        self._writer.seconds = time.perf_counter() - started
-        self._record_saves(done, None)
+            error = e
+        self._record_saves(done, error, time.perf_counter() - started)
 
     def settle_saves(self) -> None:
         """When the run has failed: let the save in flight finish, and write best.pt if a better evaluation is
@@ -360,7 +359,7 @@ class Trainer:
                 best, self._best = self._best, None
                 done: list[CheckpointSaved] = []
                 self._write_best(best, None, done)
-                self._record_saves(done, None)
+                self._record_saves(done)
         except (TrainingError, CheckpointWriteError):
             pass
 
@@ -376,13 +375,14 @@ class Trainer:
     def _write_checkpoints(self, state: dict, best: tuple[int, dict] | None, done: list[CheckpointSaved]) -> None:
         """Write `state` to last.pt, then `best` to best.pt, each adding its CheckpointSaved to `done` once there.
         Runs on the writer's thread for periodic saves, so it changes nothing else."""
+        assert self.checkpoint_path is not None  # only the process that writes checkpoints saves
         save_checkpoint(self.checkpoint_path, state)
         done.append(CheckpointSaved(str(self.checkpoint_path), state["progress"]["global_step"]))
         if best is not None:
             self._write_best(best, state, done)
 
     def _write_best(self, best: tuple[int, dict], last_state: dict | None, done: list[CheckpointSaved]) -> None:
-        if self.best_path is None:
+        if self.best_path is None or self.checkpoint_path is None:
             return
         step, state = best
         if state is last_state:  # the same version as last.pt: a hard link costs no second write
@@ -401,14 +401,18 @@ class Trainer:
         if taken is not None:
             self._record_saves(*taken)
 
-    def _record_saves(self, done: list[CheckpointSaved], error: Exception | None) -> None:
+    def _record_saves(
+        self, done: list[CheckpointSaved], error: Exception | None = None, seconds: float | None = None
+    ) -> None:
+        """Note the checkpoints written (and how long writing took, for the saving budget); raise the error."""
         for saved in done:
             if saved.path == str(self.best_path):
                 self.best_saved = saved
             else:
                 self.last_saved = saved
                 self.emit(saved)
-        self._saved_at, self._save_s = time.perf_counter(), self._writer.seconds
+        if seconds is not None:
+            self._saved_at, self._save_s = time.perf_counter(), seconds
         if isinstance(error, CheckpointWriteError):
             raise self._save_failed(error) from None
         if error is not None:

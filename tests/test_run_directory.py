@@ -12,11 +12,11 @@ from helpers import TINY16, of, train
 
 from core.checkpoint import load_checkpoint
 from core.events import Failed, Finished, StepDone
-from core.fileio import DirectoryLocked, run_directory_lock
+from core.fileio import DirectoryLocked, RunDirectoryLock
 from core.run import TrainingRun
 from minigpt_tui import cli
 
-HOLD_LOCK = "import sys, time; from core.fileio import run_directory_lock\nwith run_directory_lock(sys.argv[1]):\n"
+HOLD_LOCK = "import sys, time; from core.fileio import RunDirectoryLock\nwith RunDirectoryLock(sys.argv[1]):\n"
 HOLD_LOCK += "    print('locked', flush=True); sys.stdin.read()"
 
 
@@ -45,13 +45,13 @@ def test_the_lock_is_held_for_the_whole_run(short_train_cfg, tmp_path):
 
     def try_the_lock(event):
         if isinstance(event, StepDone) and not tried:
-            with pytest.raises(DirectoryLocked), run_directory_lock(tmp_path):
+            with pytest.raises(DirectoryLocked), RunDirectoryLock(tmp_path):
                 pass
             tried.append(event)
 
     result = TrainingRun(TINY16, replace(short_train_cfg, out_dir=str(tmp_path), max_steps=2), try_the_lock).run()
     assert isinstance(result, Finished) and tried
-    with run_directory_lock(tmp_path):  # released at the end
+    with RunDirectoryLock(tmp_path):  # released at the end
         pass
 
 
