@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 
 import pytest
 import torch
+from helpers import TINY16, make_trainer
 
 import core.checkpoint
 from core.checkpoint import (
@@ -16,6 +17,7 @@ from core.checkpoint import (
     save_checkpoint,
     train_config_from,
 )
+from core.config import TrainConfig
 from core.fileio import atomic_link, atomic_write
 from core.model import GPTModel
 
@@ -134,10 +136,7 @@ def test_a_linked_best_checkpoint_keeps_its_version_when_last_is_rewritten(tmp_p
 @pytest.fixture(scope="module")
 def training_state(story):
     """A training run's whole checkpoint contents, as the trainer saves them (after no steps)."""
-    from conftest import QUICK
-    from helpers import TINY16, make_trainer
-
-    trainer = make_trainer(TINY16, QUICK, story)
+    trainer = make_trainer(TINY16, TrainConfig(device="cpu"), story)
     trainer.history.append(
         {
             "epoch": 1,
