@@ -281,7 +281,15 @@ class TrainingRun:
             if self.control.stop_requested:
                 raise TrainingError(f"stopped while tokenizing {source}; nothing was trained, and nothing cached")
             if done_bytes < total_bytes:  # the last report comes below, once the tokens are there
-                self._emit(Tokenizing(source, done_bytes, total_bytes, tokens, str(path)))
+                self._emit(
+                    Tokenizing(
+                        source=source,
+                        done_bytes=done_bytes,
+                        total_bytes=total_bytes,
+                        tokens=tokens,
+                        cache_path=str(path),
+                    )
+                )
 
         if self.dist.local_rank == 0 and not path.exists():
             try:
@@ -294,7 +302,11 @@ class TrainingRun:
         self.dist.barrier()
         tokens = load_tokens(path)
         total_bytes = sum(f.stat().st_size for f in files)
-        self._emit(Tokenizing(source, total_bytes, total_bytes, len(tokens), str(path)))
+        self._emit(
+            Tokenizing(
+                source=source, done_bytes=total_bytes, total_bytes=total_bytes, tokens=len(tokens), cache_path=str(path)
+            )
+        )
         return tokens
 
     def run(self) -> Finished | Failed:
@@ -307,15 +319,15 @@ class TrainingRun:
                     claimed.enter_context(self.outputs.claim(self.train_cfg))
                 result = self._train()
             except (CorpusError, TrainingError, ValueError, OSError) as e:
-                result = Failed(str(e))
+                result = Failed(message=str(e))
             except torch.cuda.OutOfMemoryError:
                 if self.trainer is not None:
                     self.trainer.settle_saves()  # first: the message names the last checkpoint written
-                result = Failed(self._out_of_memory_message())
+                result = Failed(message=self._out_of_memory_message())
             except torch.distributed.DistError as e:  # a collective failed: another process is gone
-                result = Failed(f"another training process failed or was stopped; this one stops too ({e})")
+                result = Failed(message=f"another training process failed or was stopped; this one stops too ({e})")
             except KeyboardInterrupt:  # headless, a second Ctrl+C: leave at once, without the final save
-                result = aborted = Failed(self._aborted_message())
+                result = aborted = Failed(message=self._aborted_message())
             if not self.dist.is_main:
                 return result
             if isinstance(result, Failed) and self.trainer is not None and result is not aborted:
@@ -336,7 +348,14 @@ class TrainingRun:
                 self._save_plot()
         # The epoch under way (1-based) when stopped or ended mid-epoch by --max-steps, else the epochs done.
         epoch = trainer.epoch + 1 if not completed or trainer.step else trainer.epoch
-        return Finished(completed, epoch, trainer.step, trainer.global_step, trainer.elapsed(), self.outputs.written())
+        return Finished(
+            completed=completed,
+            epoch=epoch,
+            step=trainer.step,
+            global_step=trainer.global_step,
+            elapsed_s=trainer.elapsed(),
+            outputs=self.outputs.written(),
+        )
 
     def _aborted_message(self) -> str:
         saved = self.trainer.last_saved if self.trainer else None

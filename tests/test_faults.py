@@ -218,7 +218,9 @@ def test_weights_saved_but_never_trained_on_are_not_recommended_after_a_blow_up(
 
 def test_a_non_finite_number_is_written_to_metrics_as_null(tmp_path):
     outputs = RunOutputs(tmp_path)
-    outputs.record(Evaluated(1, 1, 1, 32, math.inf, math.nan, 0.5))
+    outputs.record(
+        Evaluated(epoch=1, step=1, global_step=1, tokens_seen=32, train_loss=math.inf, val_loss=math.nan, elapsed_s=0.5)
+    )
     assert json.loads(outputs.metrics.read_text()) == {
         "epoch": 1,
         "step": 1,
@@ -305,7 +307,8 @@ def test_a_terminal_that_cannot_show_a_character_does_not_stop_training(tmp_path
 def test_the_log_printer_shows_what_an_ascii_terminal_can(tmp_path):
     script = (
         "from core.events import EpochSampled\nfrom core.train import LogPrinter, tolerant_output\n"
-        "tolerant_output()\nLogPrinter('tiny')(EpochSampled(1, 5, 'Every effort moves you, caf\\u00e9'))"
+        "tolerant_output()\n"
+        "LogPrinter('tiny')(EpochSampled(epoch=1, global_step=5, text='Every effort moves you, caf\\u00e9'))"
     )
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
