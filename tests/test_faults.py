@@ -306,7 +306,7 @@ def test_a_terminal_that_cannot_show_a_character_does_not_stop_training(tmp_path
 
 def test_the_log_printer_shows_what_an_ascii_terminal_can(tmp_path):
     script = (
-        "from core.events import EpochSampled\nfrom core.train import LogPrinter, tolerant_output\n"
+        "from core.events import EpochSampled\nfrom core.headless import LogPrinter, tolerant_output\n"
         "tolerant_output()\n"
         "LogPrinter('tiny')(EpochSampled(epoch=1, global_step=5, text='Every effort moves you, caf\\u00e9'))"
     )
