@@ -56,3 +56,4 @@ class TrainConfig:
     sample_tokens: int = 50
     save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget
     resume: str | None = None  # checkpoint to continue from
+    overwrite: bool = False  # a new run may replace the checkpoints an earlier run left in out_dir

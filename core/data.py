@@ -31,15 +31,23 @@ def corpus_files(path: str | Path | None) -> list[Path]:
     skipped."""
     path = Path(path) if path is not None else DEFAULT_CORPUS
     if not path.is_dir():
-        return [path]
+        return [_regular(path)]
     files = sorted(
-        p
+        _regular(p)
         for p in path.rglob("*.txt")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        if not p.is_dir() and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     if not files:
         raise CorpusError(f"{path}: is a directory with no .txt files in it (nor in its subdirectories)")
     return files
+
+
+def _regular(path: Path) -> Path:
+    """`path`, unless it exists and is not a regular file: reading a FIFO would wait forever for a writer, and a
+    device such as /dev/zero never ends."""
+    if path.exists() and not path.is_file():
+        raise CorpusError(f"{path}: is not a regular file (a FIFO, device or socket); give a UTF-8 text file")
+    return path
 
 
 def is_large(files: list[Path]) -> bool:
@@ -59,7 +67,7 @@ def read_corpus(path: str | Path | None) -> str:
     """
     path = Path(path) if path is not None else DEFAULT_CORPUS
     if not path.is_dir():
-        return _read_text(path)
+        return _read_text(_regular(path))
     texts = [text for f in corpus_files(path) if (text := _read_text(f, empty_ok=True))]
     if not any(text.strip() for text in texts):
         raise CorpusError(f"{path}: its .txt files are empty" + (" (only whitespace)" if texts else ""))

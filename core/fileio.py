@@ -1,11 +1,18 @@
-"""Writing files so that a crash or a full disk never leaves a half-written one behind."""
+"""Writing files so that a crash or a full disk never leaves a half-written one behind, and one writer per run
+directory."""
 
+import errno
 import os
 import re
 import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs there are not protected from each other
+    fcntl = None  # type: ignore[assignment]
 
 _TEMP_NAME = re.compile(r"\..+\.(\d+)\.\d+\.tmp")  # what _temp_path makes: .NAME.PID.THREAD.tmp
 
@@ -61,12 +68,71 @@ def atomic_link(src: str | Path, dst: str | Path) -> None:
 def remove_leftover_temp_files(directory: str | Path) -> None:
     """Delete the temporary files that another process, killed mid-write, left in `directory`.
 
-    They are never read (only complete files are renamed into place); they just take space.
+    They are never read (only complete files are renamed into place); they just take space. A temporary file
+    whose writer (the pid in its name) is still alive is left alone: it may be a run's checkpoint half written,
+    or a plot that `--attach` is saving into the run's directory.
     """
     for path in Path(directory).glob(".*.tmp"):
         match = _TEMP_NAME.fullmatch(path.name)
-        if match and int(match.group(1)) != os.getpid():
+        if match and not _is_alive(int(match.group(1))):
             path.unlink(missing_ok=True)
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process; a number no process can have
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class DirectoryLocked(OSError):
+    """Another process holds the run directory's lock; the message names the directory and that process."""
+
+
+class RunDirectoryLock:
+    """An exclusive lock on a run directory, so two runs never write into one: an `flock` on DIRECTORY/.lock, which
+    holds the pid of its holder. The kernel releases it when the process ends, however it ends, so a killed run
+    never leaves a stale lock behind. Also a context manager."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = directory
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise DirectoryLocked at once; another OSError if the lock file cannot be made."""
+        if fcntl is None:
+            return
+        fd = os.open(Path(self.directory) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            by = f"another training run (pid {holder})" if holder.isdigit() else "another training run"
+            raise DirectoryLocked(
+                f"{self.directory} is in use by {by}: two runs would overwrite each other's files; wait for it to "
+                "end, or give this one another --out (to watch that run, use --attach)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+    def __enter__(self) -> "RunDirectoryLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def _fsync_dir(directory: Path) -> None:

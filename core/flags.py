@@ -111,6 +111,13 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=parser.argument_default,  # None (not given), as for --compile
+        help="start a new run in an --out directory that holds an earlier run's checkpoints, replacing them "
+        "(without it, such a run is refused: continue the earlier one with --resume instead)",
+    )
+    parser.add_argument(
         "--token-cache",
         metavar="DIR",
         help=f"where large corpora are tokenized to (default: ${CACHE_DIR_ENV}, else {default_cache_dir()})",
@@ -147,6 +154,7 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "token_cache": args.token_cache,
         "save_every": args.save_every,
         "resume": args.resume,
+        "overwrite": args.overwrite,
     }
     given = {name: value for name, value in given.items() if value is not None}
     # Each parser checks its own groups; flags given before a subcommand and after it meet only here.

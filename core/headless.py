@@ -87,13 +87,26 @@ def say(line: str, out, end: str = "\n") -> None:
     Training must outlive its terminal: the run's files keep the record, and its checkpoint must still be saved.
     """
     try:
-        print(line, file=out, end=end, flush=True)
+        try:
+            print(line, file=out, end=end, flush=True)
+        except UnicodeEncodeError:  # a stream tolerant_output could not change: show what it can
+            encoding = getattr(out, "encoding", None) or "ascii"
+            print(line.encode(encoding, "replace").decode(encoding), file=out, end=end, flush=True)
     except OSError:  # EIO from a hung-up terminal, BrokenPipeError from a closed pipe
         # Point the stream at /dev/null, so that neither later lines nor the flush at exit fail again.
         with contextlib.suppress(OSError, ValueError):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, out.fileno())
             os.close(devnull)
+
+
+def tolerant_output() -> None:
+    """Let stdout and stderr print any text: characters the terminal's encoding lacks (an "é" under LC_ALL=C or
+    PYTHONIOENCODING=ascii) come out as replacement characters instead of stopping the program. Files are
+    written as UTF-8 whatever the terminal."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
 
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -107,6 +120,7 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
     Under torchrun every process gets the signal (torchrun passes it on); they stop at the same step, and only
     the first one (rank 0) prints, except errors, which each process reports.
     """
+    tolerant_output()
     control = TrainingControl()
     caught = []
     model_name = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
@@ -122,7 +136,9 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
 
     previous = {sig: signal.signal(sig, stop_after_step) for sig in STOP_SIGNALS}
     try:
-        result = run.run()
+        result = run.run()  # a second Ctrl+C ends it at once, as a Failed result that says what was not saved
+    except KeyboardInterrupt:  # one that came after the run had reported its end: all is written
+        return 128 + signal.SIGINT
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

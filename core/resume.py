@@ -25,7 +25,8 @@ MAY_CHANGE = {
 }
 # Where and how fast the run computes belongs to the machine it continues on, not to the run: these may change
 # too, and default to TrainConfig's defaults, not to the checkpoint's.
-MACHINE_SETTINGS = ("device", "dtype", "compile", "token_cache")
+# --overwrite is about the output directory at hand: never inherited either.
+MACHINE_SETTINGS = ("device", "dtype", "compile", "token_cache", "overwrite")
 # A resumed run must keep these: they fix the data order and the position in it.
 KEPT = ("batch_size", "seed")
 # The model's shape: `--preset` and `--context-length`, checked against the checkpoint's GPTConfig.

@@ -5,6 +5,7 @@ Both front ends use this: the headless command on its main thread, the TUI on a 
 
 import contextlib
 import json
+import math
 import os
 import re
 import socket
@@ -29,7 +30,7 @@ from core.data import (
 )
 from core.distributed import Distributed, from_environment, process_group
 from core.events import EpochSampled, Evaluated, Failed, Finished, RunStarted, StateChanged, StepDone, Tokenizing
-from core.fileio import atomic_write, remove_leftover_temp_files
+from core.fileio import DirectoryLocked, RunDirectoryLock, atomic_write, remove_leftover_temp_files
 from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
 from core.precision import allow_tf32
@@ -74,6 +75,41 @@ class RunOutputs:
         self._status: dict = {}  # what status.json holds; empty until `prepare` has started the run's files
         self._last_step: StepDone | None = None
 
+    @contextlib.contextmanager
+    def claim(self, train_cfg: TrainConfig):
+        """Hold the directory for this run while the block runs: create it, lock it against other runs, and refuse
+        to replace an earlier run's checkpoints unless told to (`overwrite`) or continuing that run."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
+        lock = RunDirectoryLock(self.dir)
+        try:
+            lock.acquire()
+        except DirectoryLocked:
+            raise
+        except OSError as e:
+            raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
+        try:
+            earlier = self.earlier_checkpoints()
+            continuing = train_cfg.resume and Path(train_cfg.resume).resolve().parent == self.dir.resolve()
+            if earlier and not continuing and not train_cfg.overwrite:
+                raise OSError(self.refusal(earlier))
+            yield
+        finally:
+            lock.release()
+
+    def earlier_checkpoints(self) -> list[Path]:
+        """The checkpoints an earlier run left in the directory."""
+        return [path for path in (self.checkpoint, self.best) if path.exists()]
+
+    def refusal(self, earlier: list[Path]) -> str:
+        names = " and ".join(path.name for path in earlier)
+        return (
+            f"{self.dir} holds an earlier run's {names}: continue that run with --resume {earlier[0]}, start over "
+            f"in its place with --overwrite (its files are replaced), or choose another --out"
+        )
+
     def prepare(
         self,
         model_cfg: GPTConfig,
@@ -103,11 +139,9 @@ class RunOutputs:
 
     def record(self, event) -> None:
         if isinstance(event, Evaluated):
-            with self.metrics.open("a") as f:
-                f.write(_metrics_line(event.record()))
+            self._append(self.metrics, _metrics_line(event.record()))
         elif isinstance(event, EpochSampled):
-            with self.samples.open("a", encoding="utf-8") as f:
-                f.write(_sample_entry(event))
+            self._append(self.samples, _sample_entry(event))
         elif isinstance(event, StepDone):
             self._last_step = event  # written with the next status change: a file write per step would cost
         elif isinstance(event, RunStarted):
@@ -122,12 +156,22 @@ class RunOutputs:
                 else:
                     self._write_status(state="finished" if event.completed else "stopped")
 
+    def _append(self, path: Path, text: str) -> None:
+        try:
+            with path.open("a", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise OSError(f"could not write {path} ({e.strerror or e})") from None
+
     def _write_status(self, **changes) -> None:
         self._status.update(changes)
         if self._last_step is not None:
             self._status["progress"] = asdict(self._last_step)
-        with atomic_write(self.status) as f:
-            f.write(json.dumps(self._status, indent=2).encode())
+        try:
+            with atomic_write(self.status) as f:
+                f.write(json.dumps(self._status, indent=2).encode())
+        except OSError as e:
+            raise OSError(f"could not write {self.status} ({e.strerror or e})") from None
 
     def written(self) -> dict[str, str]:
         paths = {
@@ -141,7 +185,11 @@ class RunOutputs:
 
 
 def _metrics_line(record: dict) -> str:
-    return json.dumps(record) + "\n"
+    # Strict JSON: a number that is not finite is written as null (json.dumps would write NaN, which is not JSON).
+    finite = {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in record.items()
+    }
+    return json.dumps(finite) + "\n"
 
 
 # Each sample in samples.txt starts with this line; `--attach` (minigpt_tui/run_files.py) reads them back by it.
@@ -265,38 +313,60 @@ class TrainingRun:
 
     def run(self) -> Finished | Failed:
         result: Finished | Failed
-        try:
-            device = self.dist.device(resolve_device(self.train_cfg.device))
-            allow_tf32(device)
-            with process_group(self.dist, device):
-                self.trainer = trainer = self._setup(device)
-                completed = trainer.run()
+        aborted = None
+        # The output directory is this run's (process 0 writes it) until its last file is written.
+        with contextlib.ExitStack() as claimed:
+            try:
                 if self.dist.is_main:
-                    trainer.save_checkpoint(self.outputs.checkpoint)
-                    self._save_plot()
-            # The epoch under way (1-based) when stopped or ended mid-epoch by --max-steps, else the epochs done.
-            epoch = trainer.epoch + 1 if not completed or trainer.step else trainer.epoch
-            result = Finished(
-                completed=completed,
-                epoch=epoch,
-                step=trainer.step,
-                global_step=trainer.global_step,
-                elapsed_s=trainer.elapsed(),
-                outputs=self.outputs.written(),
-            )
-        except (CorpusError, TrainingError, ValueError, OSError) as e:
-            result = Failed(message=str(e))
-        except torch.cuda.OutOfMemoryError:
-            result = Failed(message=self._out_of_memory_message())
-        except torch.distributed.DistError as e:  # a collective failed: another process is gone
-            result = Failed(message=f"another training process failed or was stopped; this one stops too ({e})")
-        if not self.dist.is_main:
+                    claimed.enter_context(self.outputs.claim(self.train_cfg))
+                result = self._train()
+            except (CorpusError, TrainingError, ValueError, OSError) as e:
+                result = Failed(message=str(e))
+            except torch.cuda.OutOfMemoryError:
+                if self.trainer is not None:
+                    self.trainer.settle_saves()  # first: the message names the last checkpoint written
+                result = Failed(message=self._out_of_memory_message())
+            except torch.distributed.DistError as e:  # a collective failed: another process is gone
+                result = Failed(message=f"another training process failed or was stopped; this one stops too ({e})")
+            except KeyboardInterrupt:  # headless, a second Ctrl+C: leave at once, without the final save
+                result = aborted = Failed(message=self._aborted_message())
+            if not self.dist.is_main:
+                return result
+            if isinstance(result, Failed) and self.trainer is not None and result is not aborted:
+                self.trainer.settle_saves()  # best.pt gets the best evaluation's weights, if it did not yet
+                with contextlib.suppress(Exception):  # on a full disk matplotlib may fail in many ways
+                    self._save_plot()  # the curve so far is still worth having; the checkpoint is left as it was
+            self._emit(result)
             return result
-        if isinstance(result, Failed) and self.trainer is not None:
-            with contextlib.suppress(OSError):
-                self._save_plot()  # the curve so far is still worth having; the checkpoint is left as it was
-        self._emit(result)
-        return result
+
+    def _train(self) -> Finished:
+        device = self.dist.device(resolve_device(self.train_cfg.device))
+        allow_tf32(device)
+        with process_group(self.dist, device):
+            self.trainer = trainer = self._setup(device)
+            completed = trainer.run()
+            if self.dist.is_main:
+                trainer.save_now()  # last.pt, and best.pt if a better evaluation is not in it yet
+                self._save_plot()
+        # The epoch under way (1-based) when stopped or ended mid-epoch by --max-steps, else the epochs done.
+        epoch = trainer.epoch + 1 if not completed or trainer.step else trainer.epoch
+        return Finished(
+            completed=completed,
+            epoch=epoch,
+            step=trainer.step,
+            global_step=trainer.global_step,
+            elapsed_s=trainer.elapsed(),
+            outputs=self.outputs.written(),
+        )
+
+    def _aborted_message(self) -> str:
+        saved = self.trainer.last_saved if self.trainer else None
+        kept = (
+            f"its last checkpoint, {saved.path} (global step {saved.global_step}), is intact"
+            if saved
+            else ("no checkpoint was saved")
+        )
+        return f"aborted by a second Ctrl+C: the run was not saved at the end; {kept}"
 
     def _out_of_memory_message(self) -> str:
         message = "out of GPU memory: start again with a smaller --batch-size or --context-length"

@@ -4,6 +4,7 @@ The trainer prints nothing. It reports through events passed to a callback and o
 between optimizer steps, so the headless command and the TUI drive it the same way.
 """
 
+import functools
 import itertools
 import math
 import threading
@@ -20,7 +21,15 @@ from torch.nn import functional as F
 from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader, DistributedSampler
 
-from core.checkpoint import CheckpointError, check_resumable, restore_rng_states, rng_states, save_checkpoint
+from core.checkpoint import (
+    BackgroundWriter,
+    CheckpointError,
+    CheckpointWriteError,
+    check_resumable,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from core.config import TrainConfig
 from core.control import TrainingControl
 from core.data import RandomWindows, TokenWindows, fingerprint, sequential_loader
@@ -104,7 +113,7 @@ class Trainer:
         self.emit = on_event
         self.control = control or TrainingControl()
         self.checkpoint_path = checkpoint_path  # where periodic and requested checkpoints go (last.pt)
-        self.best_path = best_path  # the saved checkpoint with the lowest val loss (best.pt)
+        self.best_path = best_path  # the checkpoint of the evaluation with the lowest val loss (best.pt)
         # Held while the optimizer changes the weights in place, so another thread (the chat) can copy a
         # consistent set: the weights of the latest completed step, never half-updated ones.
         self.weights_lock = threading.Lock()
@@ -120,7 +129,13 @@ class Trainer:
         self.history: list[dict] = []  # metrics.jsonl records
         self.samples: list[str] = []  # one per epoch
         self.best_val_loss = math.inf
-        self.last_saved: CheckpointSaved | None = None  # the latest good checkpoint: written, or resumed from
+        self.last_saved: CheckpointSaved | None = None  # the latest last.pt: written, or resumed from
+        self.best_saved: CheckpointSaved | None = None  # the latest best.pt written
+        # The best evaluation's state (global step, a copy of state_dict()), kept in memory until best.pt holds it:
+        # written with the next checkpoint, or at the end.
+        self._best: tuple[int, dict] | None = None
+        self._finite_step = -1  # the latest global step whose weights gave a finite loss
+        self._writer = BackgroundWriter()  # writes periodic checkpoints while training goes on
         self._clock_start, self._paused_s = time.perf_counter(), 0.0
         self._session_tokens, self._session_step_s = 0, 0.0  # for tokens/s since this process started training
         self._save_s, self._saved_at = 0.0, 0.0  # how long the last save took, and when it ended
@@ -153,7 +168,7 @@ class Trainer:
                 if self.global_step % self.cfg.eval_freq == 0:
                     self._evaluate()
                 if self._save_due():
-                    self._save_periodically()
+                    self._save_in_background()
             if self.step < self.steps_per_epoch:  # --max-steps ended the run mid-epoch
                 return True
             self._sample()
@@ -173,6 +188,7 @@ class Trainer:
 
     def _may_continue(self) -> bool:
         """At a step boundary: save if asked, wait out a pause; False once a stop is requested."""
+        self._collect_saves()
         self._save_if_requested()
         if self.control.pause_requested and not self.control.stop_requested:
             self.emit(StateChanged(state="paused"))
@@ -187,7 +203,7 @@ class Trainer:
 
     def _save_if_requested(self) -> None:
         if self.control.take_checkpoint_request() and self.checkpoint_path is not None:
-            self.save_checkpoint(self.checkpoint_path)
+            self.save_now()
 
     def position(self) -> Position:
         return Position.from_trainer(self.epoch, self.step, self.global_step)
@@ -211,6 +227,7 @@ class Trainer:
         # of the gradients, which DDP has averaged: either all of them stop or none does.
         loss = self.dist.mean(loss, self.device)
         self._check_finite("loss", loss)
+        self._finite_step = self.global_step  # the weights this step started from are sound
         # A finite loss can still give non-finite gradients (an overflow in the backward pass); one norm over all
         # of them catches that before the optimizer spreads it into every weight.
         self._check_finite(
@@ -237,20 +254,32 @@ class Trainer:
 
     def _check_finite(self, what: str, value: float) -> None:
         if not math.isfinite(value):
-            raise TrainingError(
+            self._stop_on_non_finite(
                 f"the {what} became {value} at epoch {self.epoch + 1}, step {self.step + 1}; training stopped "
-                f"before that step changed the weights. {self._recovery_hint()}"
+                "before that step changed the weights."
             )
+
+    def _stop_on_non_finite(self, what_happened: str):
+        self.settle_saves()  # best.pt gets the best weights so far, which gave finite losses
+        raise TrainingError(f"{what_happened} {self._recovery_hint()}")
 
     def _recovery_hint(self) -> str:
         lower_lr = f"{self.cfg.lr / 2:g}"
-        if self.last_saved is None:
-            return f"No checkpoint was saved yet: start again with a lower --lr (e.g. {lower_lr})."
-        path, step = self.last_saved.path, self.last_saved.global_step
+        good = self._good_checkpoint()
+        if good is None:
+            return f"No checkpoint with usable weights was saved: start again with a lower --lr (e.g. {lower_lr})."
         return (
-            f"The last good checkpoint is {path} (global step {step}); continue from it with a lower learning "
-            f"rate: --resume {path} --lr {lower_lr}"
+            f"The last good checkpoint is {good.path} (global step {good.global_step}); continue from it with a "
+            f"lower learning rate: --resume {good.path} --lr {lower_lr}"
         )
+
+    def _good_checkpoint(self) -> CheckpointSaved | None:
+        """The latest checkpoint whose weights are known to give finite losses: last.pt if training went on from
+        its weights, else best.pt, whose weights were evaluated."""
+        saved = self.last_saved
+        if saved is not None and saved.global_step is not None and saved.global_step <= self._finite_step:
+            return saved
+        return self.best_saved
 
     def evaluate(self) -> tuple[float, float]:
         """(train loss, val loss), each averaged over `eval_batches` steps' worth of batches, with dropout off."""
@@ -267,6 +296,12 @@ class Trainer:
 
     def _evaluate(self) -> None:
         train_loss, val_loss = self.evaluate()
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            self._stop_on_non_finite(
+                f"the weights after epoch {self.epoch + 1}, step {self.step} give a train loss of {train_loss} and "
+                f"a val loss of {val_loss}; training stopped, and they were not saved."
+            )
+        self._finite_step = self.global_step
         event = Evaluated(
             **self.position().fields(),
             tokens_seen=self.tokens_seen,
@@ -275,6 +310,10 @@ class Trainer:
             elapsed_s=self.elapsed(),
         )
         self.history.append(event.record())
+        if val_loss < self.best_val_loss:
+            self.best_val_loss = val_loss  # before the copy, so that the checkpoint records it
+            if self.best_path is not None:
+                self._best = (self.global_step, copy_state(self.state_dict()))
         self.emit(event)
 
     def sample(self) -> str:
@@ -306,45 +345,120 @@ class Trainer:
             return False
         if self.cfg.save_every is not None:
             return self.global_step % self.cfg.save_every == 0
-        # By default: at evaluations, but spending at most ~10% of the time on saving. A gpt2-124m checkpoint
-        # (weights and AdamW's two moments) is about 2 GB, seconds to write: longer than a few CPU steps.
-        return self.global_step % self.cfg.eval_freq == 0 and time.perf_counter() - self._saved_at >= 9 * self._save_s
+        # By default: at evaluations, but writing at most ~10% of the time. A gpt2-124m checkpoint (weights and
+        # AdamW's two moments) is about 2 GB, seconds to write; written in the background, it still takes the disk
+        # and a share of the CPU.
+        return (
+            self.global_step % self.cfg.eval_freq == 0
+            and not self._writer.busy
+            and time.perf_counter() - self._saved_at >= 9 * self._save_s
+        )
 
-    def _save_periodically(self) -> None:
-        """Update last.pt, and best.pt too when the weights were just evaluated at the lowest val loss so far."""
-        path = self.checkpoint_path
-        assert path is not None  # _save_due says so
-        just_evaluated = self.history and self.history[-1]["global_step"] == self.global_step
-        val_loss = self.history[-1]["val_loss"] if just_evaluated else math.inf
-        improved = val_loss < self.best_val_loss
-        if improved:
-            self.best_val_loss = val_loss  # before saving, so that last.pt records it
-        self.save_checkpoint(path)
-        if improved and self.best_path is not None:
+    def _save_in_background(self) -> None:
+        """Start writing last.pt (and best.pt, if a better evaluation is waiting) from a copy of the state, on the
+        writer's thread, so that training goes on meanwhile."""
+        self._collect_saves(wait=True)  # one at a time: with --save-every, one may come due while one is in flight
+        best, self._best = self._best, None
+        # The best evaluation is often this very step: its copy serves for both files.
+        state = best[1] if best and best[0] == self.global_step else copy_state(self._checked_state())
+        self._writer.start(functools.partial(self._write_checkpoints, state, best))
+
+    def save_now(self) -> None:
+        """Write last.pt (and best.pt, if a better evaluation is waiting) now, once any save in flight is done;
+        a TrainingError if it cannot be written."""
+        self._collect_saves(wait=True)
+        best, self._best = self._best, None
+        done: list[CheckpointSaved] = []
+        started, error = time.perf_counter(), None
+        try:
+            self._write_checkpoints(self._checked_state(), best, done)
+        except CheckpointWriteError as e:
+            error = e
+        self._record_saves(done, error, time.perf_counter() - started)
+
+    def settle_saves(self) -> None:
+        """When the run has failed: let the save in flight finish, and write best.pt if a better evaluation is
+        waiting. Errors are left out: the run's own failure is the one to report."""
+        try:
+            self._collect_saves(wait=True)
+            if self._best is not None and self.checkpoint_path is not None:
+                best, self._best = self._best, None
+                done: list[CheckpointSaved] = []
+                self._write_best(best, None, done)
+                self._record_saves(done)
+        except (TrainingError, CheckpointWriteError):
+            pass
+
+    def _checked_state(self) -> dict:
+        """state_dict(), unless the weights are no longer finite numbers: those are never written."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            self._stop_on_non_finite(
+                f"the weights became infinite or NaN at epoch {self.epoch + 1}, step {self.step}; training "
+                "stopped, and they were not saved."
+            )
+        return self.state_dict()
+
+    def _write_checkpoints(self, state: dict, best: tuple[int, dict] | None, done: list[CheckpointSaved]) -> None:
+        """Write `state` to last.pt, then `best` to best.pt, each adding its CheckpointSaved to `done` once there.
+        Runs on the writer's thread for periodic saves, so it changes nothing else."""
+        assert self.checkpoint_path is not None  # only the process that writes checkpoints saves
+        save_checkpoint(self.checkpoint_path, state)
+        done.append(CheckpointSaved(path=str(self.checkpoint_path), global_step=state["progress"]["global_step"]))
+        if best is not None:
+            self._write_best(best, state, done)
+
+    def _write_best(self, best: tuple[int, dict], last_state: dict | None, done: list[CheckpointSaved]) -> None:
+        if self.best_path is None or self.checkpoint_path is None:
+            return
+        step, state = best
+        if state is last_state:  # the same version as last.pt: a hard link costs no second write
             try:
-                atomic_link(path, self.best_path)
+                atomic_link(self.checkpoint_path, self.best_path)
             except OSError as e:
-                raise self._save_failed(self.best_path, e) from None
+                raise CheckpointWriteError(self.best_path, e.strerror or str(e)) from None
+        else:
+            save_checkpoint(self.best_path, state)
+        done.append(CheckpointSaved(path=str(self.best_path), global_step=step))
+
+    def _collect_saves(self, wait: bool = False) -> None:
+        """Take the outcome of the background save once it is done (or, with `wait`, once it will be): report each
+        checkpoint written, and stop the run if one could not be."""
+        taken = self._writer.take(wait)
+        if taken is not None:
+            self._record_saves(*taken)
+
+    def _record_saves(
+        self, done: list[CheckpointSaved], error: Exception | None = None, seconds: float | None = None
+    ) -> None:
+        """Note the checkpoints written (and how long writing took, for the saving budget); raise the error."""
+        for saved in done:
+            if saved.path == str(self.best_path):
+                self.best_saved = saved
+            else:
+                self.last_saved = saved
+                self.emit(saved)
+        if seconds is not None:
+            self._saved_at, self._save_s = time.perf_counter(), seconds
+        if isinstance(error, CheckpointWriteError):
+            raise self._save_failed(error) from None
+        if error is not None:
+            raise error
 
     def save_checkpoint(self, path) -> None:
-        """Write everything needed to continue this run exactly; a TrainingError if it cannot be written."""
-        started = time.perf_counter()
+        """Write everything needed to continue this run exactly to `path`; a TrainingError if it cannot be written."""
         try:
-            save_checkpoint(path, self.state_dict())
-        except OSError as e:
-            raise self._save_failed(path, e) from None
-        self._saved_at = time.perf_counter()
-        self._save_s = self._saved_at - started
+            save_checkpoint(path, self._checked_state())
+        except CheckpointWriteError as e:
+            raise self._save_failed(e) from None
         self.last_saved = CheckpointSaved(path=str(path), global_step=self.global_step)
         self.emit(self.last_saved)
 
-    def _save_failed(self, path, error: OSError) -> TrainingError:
-        message = f"could not write the checkpoint {path} ({error.strerror or error})"
+    def _save_failed(self, error: CheckpointWriteError) -> TrainingError:
         if self.last_saved is None:
-            return TrainingError(f"{message}; no checkpoint was saved before")
+            return TrainingError(f"{error}; no checkpoint was saved before")
         saved_path, step = self.last_saved.path, self.last_saved.global_step
         return TrainingError(
-            f"{message}; the checkpoint {saved_path} of global step {step} is intact: once the problem is fixed, "
+            f"{error}; the checkpoint {saved_path} of global step {step} is intact: once the problem is fixed, "
             f"continue from it with --resume {saved_path}"
         )
 
@@ -371,8 +485,8 @@ class Trainer:
             "train_config": asdict(self.cfg),
             "progress": progress,
             "rng": rng_states(),
-            "history": self.history,
-            "samples": self.samples,
+            "history": list(self.history),
+            "samples": list(self.samples),
         }
 
     def load_state_dict(self, ckpt: dict, path: str | Path) -> None:
@@ -411,3 +525,15 @@ class Trainer:
     @cached_property
     def data_fingerprint(self) -> str:
         return fingerprint(self.train_windows, self.val_windows)
+
+
+def copy_state(state):
+    """A copy of a state dict in CPU memory that later training steps cannot change: every tensor cloned, every
+    container new (the optimizer's state dict shares its per-parameter dicts with the optimizer)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: copy_state(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(copy_state(value) for value in state)
+    return state

@@ -4,15 +4,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.checkpoint import CheckpointError, load_model
-from core.config import preset_name
+from core.checkpoint import CheckpointError, load_checkpoint, load_model
+from core.config import TrainConfig, preset_name
 from core.distributed import from_environment
 from core.events import Failed, Finished
 from core.flags import add_training_args, configs_from_args, positive
 from core.generate import check_sampling, generate, prepare_prompt
-from core.headless import run_headless
+from core.headless import run_headless, tolerant_output
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
-from core.run import resolve_device
+from core.run import RunOutputs, resolve_device
 from core.tokenizer import decode_stream, encode
 from minigpt_tui.inspect_command import add_inspect_command, inspect_main
 
@@ -163,6 +163,7 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    tolerant_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None and from_environment().enabled:
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return attach_main(parser, args)
     if args.chat_checkpoint:
         return chat_only_main(parser, args)
+    if args.command is None and not args.resume and not args.overwrite:
+        ask_about_earlier_run(parser, args)
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
         return run_headless(args.preset, model_cfg, train_cfg)
@@ -218,6 +221,36 @@ def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     from minigpt_tui.sources import FollowedRun  # Textual loads only for the app
 
     return tui_main(FollowedRun(run_dir, str(device), args.out))
+
+
+def ask_about_earlier_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The app started again where an earlier run left its checkpoints (plain `minigpt-tui`, twice): ask, before
+    the app opens, whether to continue that run or start over in its place; sets --resume or --overwrite. Without
+    a terminal to ask on, it is refused as `minigpt-tui train` refuses it."""
+    outputs = RunOutputs(args.out or TrainConfig.out_dir)
+    earlier = outputs.earlier_checkpoints()
+    if not earlier:
+        return
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        parser.exit(1, f"minigpt-tui: error: {outputs.refusal(earlier)}\n")
+    try:
+        progress = load_checkpoint(earlier[0], mmap=True)["progress"]
+        done = f"{progress['global_step']} steps, to epoch {progress['epoch'] + (progress['step'] > 0)}"
+    except (CheckpointError, KeyError, TypeError):
+        done = "unreadable"
+    print(f"{outputs.dir}/ holds an earlier run ({earlier[0].name}: {done}).")
+    choices = {"r": "resume", "n": "new", "q": "quit"}
+    try:
+        answer = input("[r]esume it, start a [n]ew run in its place (replacing its files), or [q]uit? [r/n/q] ")
+    except (EOFError, KeyboardInterrupt):
+        answer = "q"
+    choice = choices.get(answer.strip().lower()[:1], "quit")
+    if choice == "quit":
+        parser.exit(0, f"Nothing started. To open that run's weights for chat: minigpt-tui --checkpoint {earlier[0]}\n")
+    if choice == "resume":
+        args.resume = str(earlier[0])
+    else:
+        args.overwrite = True
 
 
 def refuse_training_flags(parser: argparse.ArgumentParser, args, flag: str, what: str, instead: str) -> None:

@@ -1,3 +1,4 @@
+import contextlib
 import errno
 import os
 import pickle
@@ -5,7 +6,9 @@ from dataclasses import asdict, replace
 
 import pytest
 import torch
+from helpers import TINY16, make_trainer
 
+import core.checkpoint
 from core.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -14,7 +17,7 @@ from core.checkpoint import (
     save_checkpoint,
     train_config_from,
 )
-from core.config import preset
+from core.config import TrainConfig, preset
 from core.fileio import atomic_link, atomic_write
 from core.model import GPTModel
 
@@ -142,3 +145,93 @@ def test_a_linked_best_checkpoint_keeps_its_version_when_last_is_rewritten(tmp_p
         f.write(b"step 10")
     assert (best.read_bytes(), last.read_bytes()) == (b"step 5", b"step 10")
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+
+
+@pytest.fixture(scope="module")
+def training_state(story):
+    """A training run's whole checkpoint contents, as the trainer saves them (after no steps)."""
+    trainer = make_trainer(TINY16, TrainConfig(device="cpu"), story)
+    trainer.history.append(
+        {
+            "epoch": 1,
+            "step": 5,
+            "global_step": 5,
+            "tokens_seen": 160,
+            "train_loss": 9.5,
+            "val_loss": 9.7,
+            "elapsed_s": 1.5,
+        }
+    )
+    trainer.samples.append("Every effort moves you")
+    return trainer.state_dict()
+
+
+def edited(state: dict, key: str, field: str | None, value) -> dict:
+    """`state` with state[key] (or state[key][field]) set to `value`."""
+    state = dict(state)
+    if field is None:
+        state[key] = value
+    elif isinstance(state[key], list):
+        state[key] = [{**state[key][0], field: value}]
+    else:
+        state[key] = {**state[key], field: value}
+    return state
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "value", "message"),
+    [
+        ("model_config", "n_heads", 3, "its model config has n_heads 3, which does not divide emb_dim 64"),
+        ("model_config", "emb_dim", "64", "its model config has emb_dim '64', not a whole number"),
+        ("model_config", "context_length", -1, "its model config has context_length -1, which must be above 0"),
+        ("model_config", "drop_rate", 1.5, "its model config has drop_rate 1.5, which must be from 0 up to 1"),
+        ("train_config", "lr", "fast", "its train config has lr 'fast', not a number"),
+        ("train_config", "epochs", 0, "its train config has epochs 0, which must be above 0"),
+        ("history", "loss", 1.0, "its metrics history, evaluation 1, has fields this version does not know: 'loss'"),
+        ("history", "val_loss", "low", "its metrics history, evaluation 1, has val_loss 'low', not a number"),
+        ("history", None, 5, "its metrics history is int, not a list of evaluations"),
+        ("progress", "epoch", "x", "its progress has epoch 'x', not a whole number, 0 or more"),
+        ("progress", "global_step", -3, "its progress has global_step -3, not a whole number, 0 or more"),
+        ("progress", "best_val_loss", None, "its progress has best_val_loss None, not a number"),
+        ("progress", None, [1, 2], "its progress is list, not a record of fields"),
+        ("samples", None, 5, "its samples are 5, not a list of texts"),
+        ("format_version", None, "2", "its format_version '2' is not a format number (a damaged checkpoint)"),
+    ],
+)
+def test_a_hand_made_checkpoint_with_a_bad_field_is_one_line_naming_it(
+    tmp_path, training_state, key, field, value, message
+):
+    path = tmp_path / "hand-made.pt"
+    state = edited(training_state, key, field, value)
+    torch.save({"format_version": FORMAT_VERSION, **state} if key != "format_version" else state, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == f"{path}: {message}"
+
+
+def test_the_checkpoint_a_trainer_saves_passes_the_checks(tmp_path, training_state):
+    save_checkpoint(tmp_path / "last.pt", training_state)
+    assert load_checkpoint(tmp_path / "last.pt")["samples"] == ["Every effort moves you"]
+
+
+def test_torchs_error_on_a_full_disk_is_reported_as_the_full_disk(tmp_path, tiny_cfg, monkeypatch):
+    # On a full disk torch.save raises "RuntimeError: [enforce fail at inline_container.cc] unexpected pos", having
+    # swallowed the OSError of the write that failed.
+    class FullDisk:
+        name = str(tmp_path / ".m.pt.tmp")
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    @contextlib.contextmanager
+    def atomic_write(path):
+        yield FullDisk()
+
+    monkeypatch.setattr(core.checkpoint, "atomic_write", atomic_write)
+    path = tmp_path / "m.pt"
+    with pytest.raises(OSError) as error:
+        _save_model(path, tiny_cfg)
+    assert str(error.value) == f"could not write the checkpoint {path} (No space left on device)"

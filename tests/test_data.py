@@ -1,7 +1,9 @@
+import os
+
 import pytest
 import torch
 
-from core.data import CorpusError, TokenWindows, create_dataloaders, read_corpus
+from core.data import CorpusError, TokenWindows, corpus_files, create_dataloaders, read_corpus
 from core.tokenizer import encode
 
 
@@ -102,3 +104,22 @@ def test_endoftext_in_a_corpus_becomes_the_document_separator(tmp_path, story):
     text = read_corpus(_write(tmp_path, (story[:3000] + "<|endoftext|>" + story[3000:6000]).encode()))
     train, _ = create_dataloaders(text, 32, 2, 0)
     assert 50256 in train.dataset.tokens.tolist()
+
+
+@pytest.mark.parametrize("where", ["file", "in a directory"])
+def test_a_fifo_or_device_is_refused_not_read_forever(tmp_path, where):
+    fifo = tmp_path / "corpus" / "pipe.txt"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)  # reading it would wait for a writer that never comes
+    path = fifo if where == "file" else fifo.parent
+    with pytest.raises(CorpusError, match=f"{fifo}: is not a regular file"):
+        corpus_files(path)
+    with pytest.raises(CorpusError, match=f"{fifo}: is not a regular file"):
+        read_corpus(path)
+
+
+def test_dev_zero_is_refused(tmp_path):
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")  # never ends
+    for path in ("/dev/zero", tmp_path):
+        with pytest.raises(CorpusError, match="is not a regular file"):
+            read_corpus(path)

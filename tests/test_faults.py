@@ -1,7 +1,12 @@
 """Faults during training: failed saves, leftovers of a killed save, NaNs, out of GPU memory, unwritable output."""
 
 import errno
+import json
+import math
 import os
+import shutil
+import subprocess
+import sys
 from dataclasses import asdict, replace
 
 import pytest
@@ -10,9 +15,9 @@ from helpers import TINY16, of, train
 
 import core.trainer
 from core.checkpoint import load_checkpoint, load_model, save_checkpoint
-from core.events import CheckpointSaved, Failed, Finished, StepDone
+from core.events import CheckpointSaved, Evaluated, Failed, Finished, StepDone
 from core.model import GPTModel
-from core.run import RunOutputs
+from core.run import RunOutputs, TrainingRun
 
 
 def saved_step(path) -> int:
@@ -60,16 +65,23 @@ def test_a_failed_save_stops_the_run_and_keeps_the_previous_checkpoint(short_tra
         f"could not write the checkpoint {last} ({reason}); the checkpoint {last} of global step 5 is intact: "
         f"once the problem is fixed, continue from it with --resume {last}"
     )
-    assert of(events, StepDone)[-1].global_step == 10  # it stopped there
+    # Written in the background: the run stops once it learns of the failure, by the next save's step at the latest.
+    assert 10 <= of(events, StepDone)[-1].global_step <= 15
     model, ckpt = load_model(tmp_path / "last.pt")
     assert ckpt["progress"]["global_step"] == 5
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
+def ended_process_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
 def test_leftovers_of_a_killed_save_are_never_loaded_and_are_cleaned_up(short_train_cfg, tmp_path):
     save_checkpoint(tmp_path / "last.pt", {"model": GPTModel(TINY16).state_dict(), "model_config": asdict(TINY16)})
     # What a process killed while writing leaves: a partial temporary file beside the intact checkpoint.
-    leftovers = [tmp_path / ".last.pt.999999999.140213.tmp", tmp_path / ".best.pt.4242.77.tmp"]
+    leftovers = [tmp_path / ".last.pt.999999999.140213.tmp", tmp_path / f".best.pt.{ended_process_pid()}.77.tmp"]
     for leftover in leftovers:
         leftover.write_bytes(b"PK\x03\x04 half a checkpoint")
     unrelated = tmp_path / ".notes.tmp"
@@ -79,6 +91,18 @@ def test_leftovers_of_a_killed_save_are_never_loaded_and_are_cleaned_up(short_tr
     RunOutputs(tmp_path).prepare(TINY16, short_train_cfg)  # what any run into this directory does first
     assert not any(leftover.exists() for leftover in leftovers)
     assert unrelated.exists() and (tmp_path / "last.pt").exists()
+
+
+def test_a_temporary_file_that_a_live_process_is_writing_is_left_alone(short_train_cfg, tmp_path):
+    # e.g. `minigpt-tui --attach DIR` saving its plot into the run's directory while a run starts there
+    writer = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        being_written = tmp_path / f".loss_plot.png.{writer.pid}.140213.tmp"
+        being_written.write_bytes(b"half a plot")
+        RunOutputs(tmp_path).prepare(TINY16, short_train_cfg)
+        assert being_written.exists()
+    finally:
+        writer.communicate(b"")
 
 
 def poison_training_step(monkeypatch, step: int, poison):
@@ -149,3 +173,143 @@ def test_a_read_only_output_directory_fails_before_training(short_train_cfg, tmp
     assert isinstance(events[-1], Failed)
     assert events[-1].message.startswith(f"cannot write to the output directory {read_only / 'run'}: ")
     assert not of(events, StepDone)
+
+
+def test_best_checkpoint_holds_the_best_evaluation_even_between_saves(short_train_cfg, tmp_path):
+    # Evaluations every 2 steps, saves every 3: most evaluations fall between saves.
+    run, events = train(replace(short_train_cfg, out_dir=str(tmp_path), eval_freq=2, save_every=3))
+    assert isinstance(events[-1], Finished)
+    val_losses = {e.global_step: e.val_loss for e in of(events, Evaluated)}
+    best_step = min(val_losses, key=val_losses.get)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["progress"]["global_step"] == best_step
+    assert best["progress"]["best_val_loss"] == val_losses[best_step]
+    assert best["history"][-1]["global_step"] == best_step  # the run as it stood at that evaluation
+    # And those are the weights that evaluated so: measured again, they give the same val loss.
+    run.trainer.model.load_state_dict(best["model"])
+    assert run.trainer.evaluate()[1] == pytest.approx(val_losses[best_step], abs=1e-6)
+
+
+def test_a_learning_rate_that_blows_up_saves_no_useless_weights_and_metrics_stay_json(short_train_cfg, tmp_path):
+    _, events = train(replace(short_train_cfg, out_dir=str(tmp_path), lr=1e30, eval_freq=1, save_every=1))
+    failed = events[-1]
+    assert isinstance(failed, Failed)
+    assert "give a train loss of nan and a val loss of nan; training stopped, and they were not saved" in failed.message
+    assert "No checkpoint with usable weights was saved: start again with a lower --lr" in failed.message
+    for name in ("last.pt", "best.pt"):  # whatever was written holds finite weights
+        if (tmp_path / name).exists():
+            model, _ = load_model(tmp_path / name)
+            assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in metrics.jsonl is not JSON")
+
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=no_constants)
+
+
+def test_weights_saved_but_never_trained_on_are_not_recommended_after_a_blow_up(short_train_cfg, tmp_path):
+    # Saved after step 1, whose huge step the loss of step 2 shows to be useless: not a checkpoint to go back to.
+    _, events = train(replace(short_train_cfg, out_dir=str(tmp_path), lr=1e30, eval_freq=5, save_every=1))
+    failed = events[-1]
+    assert failed.message.startswith("the loss became nan at epoch 1, step 2")
+    assert "No checkpoint with usable weights was saved" in failed.message
+
+
+def test_a_non_finite_number_is_written_to_metrics_as_null(tmp_path):
+    outputs = RunOutputs(tmp_path)
+    outputs.record(
+        Evaluated(epoch=1, step=1, global_step=1, tokens_seen=32, train_loss=math.inf, val_loss=math.nan, elapsed_s=0.5)
+    )
+    assert json.loads(outputs.metrics.read_text()) == {
+        "epoch": 1,
+        "step": 1,
+        "global_step": 1,
+        "tokens_seen": 32,
+        "train_loss": None,
+        "val_loss": None,
+        "elapsed_s": 0.5,
+    }
+
+
+def test_a_second_ctrl_c_aborts_without_a_traceback_and_says_nothing_was_saved(short_train_cfg, tmp_path):
+    # What a second Ctrl+C does: a KeyboardInterrupt wherever the training thread is (here, after a step, once the
+    # checkpoint of step 5 is written).
+    saved = []
+
+    def interrupt(event):
+        saved.extend(of([event], CheckpointSaved))
+        if isinstance(event, StepDone) and saved:
+            raise KeyboardInterrupt
+
+    run = TrainingRun(TINY16, replace(short_train_cfg, out_dir=str(tmp_path)), interrupt)
+    result = run.run()
+    assert isinstance(result, Failed)
+    last = tmp_path / "last.pt"
+    assert result.message == (
+        f"aborted by a second Ctrl+C: the run was not saved at the end; its last checkpoint, {last} "
+        "(global step 5), is intact"
+    )
+    assert saved_step(last) == 5
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert (status["state"], status["message"]) == ("failed", result.message)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 120 MB filesystem (tmpfs): room for one checkpoint of helpers.TINY16 (~78 MB), not for a second
+    beside it."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0 or shutil.which("umount") is None:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_is_a_failed_save_naming_the_file_not_a_traceback(small_disk, short_corpus):
+    out = small_disk / "run"
+    command = [sys.executable, "-m", "core.train", "--preset", "tiny", "--context-length", "16", "--device", "cpu"]
+    flags = ["--data", str(short_corpus), "--out", str(out), "--max-steps", "20", "--save-every", "5"]
+    finished = subprocess.run([*command, *flags, "--eval-batches", "1"], capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 1, finished.stderr
+    assert "Traceback" not in finished.stderr
+    last = out / "last.pt"
+    assert finished.stderr.splitlines()[-1] == (
+        f"minigpt-tui: error: could not write the checkpoint {last} (No space left on device); the checkpoint "
+        f"{last} of global step 5 is intact: once the problem is fixed, continue from it with --resume {last}"
+    )
+    assert saved_step(last) == 5
+    assert json.loads((out / "status.json").read_text())["state"] == "failed"
+    assert (out / "loss_plot.png").exists()
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C", "LANG": "C"}])
+def test_a_terminal_that_cannot_show_a_character_does_not_stop_training(tmp_path, short_corpus, env):
+    out = tmp_path / "café"  # printed at the end; a sample may hold any character too
+    command = [sys.executable, "-m", "core.train", "--preset", "tiny", "--context-length", "16", "--device", "cpu"]
+    done = subprocess.run(
+        [*command, "--data", str(short_corpus), "--out", str(out), "--max-steps", "2", "--eval-freq", "1"],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    last_line = done.stdout.decode("utf-8", "replace").splitlines()[-1]
+    assert last_line.startswith("Finished 2 steps") and "last.pt" in last_line
+    assert json.loads((out / "status.json").read_text(encoding="utf-8"))["state"] == "finished"
+
+
+def test_the_log_printer_shows_what_an_ascii_terminal_can(tmp_path):
+    script = (
+        "from core.events import EpochSampled\nfrom core.headless import LogPrinter, tolerant_output\n"
+        "tolerant_output()\n"
+        "LogPrinter('tiny')(EpochSampled(epoch=1, global_step=5, text='Every effort moves you, caf\\u00e9'))"
+    )
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, b"Every effort moves you, caf?\n")

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+import core.trainer
 from core.control import TrainingControl
 from core.events import CheckpointSaved, EpochSampled, Evaluated, Failed, Finished, RunStarted, StateChanged, StepDone
 from core.run import TrainingRun
@@ -176,3 +177,36 @@ def test_a_checkpoint_can_be_requested_while_running_and_while_paused(tiny_cfg, 
     result, events = run(tiny_cfg, no_periodic_saves, control, on_event)
     assert [e.global_step for e in of(events, CheckpointSaved)] == [2, 4, 20]  # on request, on request, at the end
     assert result.completed
+
+
+def test_checkpoints_are_written_in_the_background_one_at_a_time_from_the_weights_of_their_step(
+    tiny_cfg, quick_train_cfg, monkeypatch
+):
+    real_save = core.trainer.save_checkpoint
+    two_steps_later = threading.Event()
+    weights_at = {}  # global step -> the model's weights then
+    writing, most_at_once, written = [], [], []
+
+    def on_event(event):
+        if isinstance(event, StepDone):
+            weights_at[event.global_step] = {k: v.clone() for k, v in training.trainer.model.state_dict().items()}
+            if event.global_step == 7:
+                two_steps_later.set()
+
+    def save(path, state):
+        writing.append(path)
+        most_at_once.append(len(writing))
+        if not written:  # the first, at step 5: it can only finish once training has gone two steps further
+            assert two_steps_later.wait(timeout=300), "training waited for the checkpoint to be written"
+        real_save(path, state)
+        written.append((state["progress"]["global_step"], torch.load(path, weights_only=True)["model"]))
+        writing.remove(path)
+
+    monkeypatch.setattr(core.trainer, "save_checkpoint", save)
+    training = TrainingRun(tiny_cfg, replace(quick_train_cfg, save_every=5), on_event)
+    result = training.run()
+    assert isinstance(result, Finished) and result.completed
+    assert max(most_at_once) == 1  # never two at once
+    assert [step for step, _ in written] == [5, 10, 15, 20, 20]  # every 5 steps, and at the end
+    for step, weights in written:  # each holds the weights of the step it was started at
+        assert all(torch.equal(weights[name], weights_at[step][name]) for name in weights)
