@@ -60,6 +60,7 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     stop_at_eot: bool = True,
+    probabilities: list[float] | None = None,
 ) -> Iterator[int]:
     """Yield up to `max_new_tokens` new token ids one at a time, each as soon as it is chosen.
 
@@ -69,6 +70,8 @@ def generate(
     random generator, seeded with `seed` for reproducible output: the global RNG that training uses on
     another thread is never touched. With `stop_at_eot` it stops after yielding `<|endoftext|>` (50256).
     The prompt goes through `prepare_prompt` (empty -> `<|endoftext|>`, too long -> its last tokens).
+    With a `probabilities` list, the probability the model gave each token (its softmax, whatever the sampling
+    settings) is appended to it before the token is yielded.
 
     The model must be in eval mode (else dropout makes even greedy output random). This function leaves the
     mode alone, because the model may be one that another thread is training; bad settings and a model in
@@ -78,11 +81,11 @@ def generate(
     if model.training:
         raise ValueError("the model is in training mode (dropout on): call model.eval(), or generate from a copy")
     ids, _ = prepare_prompt(prompt_ids, model.cfg.context_length)
-    return _generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eot)
+    return _generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eot, probabilities)
 
 
 @torch.inference_mode()  # on a generator, PyTorch enters the mode around every resumption
-def _generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eot) -> Iterator[int]:
+def _generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eot, probabilities) -> Iterator[int]:
     """The decoding loop behind `generate`.
 
     The cache holds the keys and values of every token in the window, so each new token costs a forward pass
@@ -109,6 +112,8 @@ def _generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed, stop_
             cache, pending = KVCache(n_layers), window
         logits = model(pending, cache)[0, -1]  # (V,): the last position predicts the next token
         token = _pick(logits, temperature, top_k, top_p, generator)
+        if probabilities is not None:
+            probabilities.append(logits.float().softmax(dim=0)[token].item())
         yield token
         if stop_at_eot and token == END_OF_TEXT_ID:
             return

@@ -4,6 +4,8 @@ Shapes in comments: B = batch, T = new tokens, S = tokens attended to, C = emb_d
 nh = heads, hs = head size (C // nh), V = vocabulary size.
 """
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -64,10 +66,15 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim, bias=cfg.qkv_bias)
         self.proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of x (B, T, C), each split into heads: (B, nh, T, hs)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        return tuple(t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.heads(x)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, nh, S, hs)
         S = k.size(2)
@@ -78,6 +85,17 @@ class CausalSelfAttention(nn.Module):
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.proj(y)
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights (B, nh, T, T) that forward() gives x (B, T, C) without a cache, written out:
+        scaled_dot_product_attention's default scale 1/sqrt(hs), its causal mask and its softmax, no dropout.
+        Row i says how much token i takes from each token j <= i. The fused kernel never materialises them, so
+        this is a slower path, for inspecting the model only."""
+        q, k, _ = self.heads(x)
+        T = q.size(2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (B, nh, T, T)
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
 
 
 class MLP(nn.Module):

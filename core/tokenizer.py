@@ -73,3 +73,14 @@ def decode_stream(token_ids: Iterable[int], tokenizer=None) -> Iterator[str]:
             yield text
     if text := utf8.decode(b"", final=True):  # bytes of a character the stream never finished
         yield text
+
+
+def token_pieces(token_ids: Iterable[int], tokenizer=None) -> list[str]:
+    """The text each token adds, one piece per token: a token holding only part of a character adds "", and the
+    one that completes it the whole character. The pieces join up to `token_ids_to_text(token_ids)`."""
+    tokenizer = tokenizer or gpt2_tokenizer()
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces = [utf8.decode(tokenizer.decode_single_token_bytes(token)) for token in token_ids]
+    if pieces:
+        pieces[-1] += utf8.decode(b"", final=True)
+    return pieces

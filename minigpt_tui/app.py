@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from core.config import TrainConfig
 from core.events import (
     CheckpointSaved,
     EpochSampled,
@@ -38,9 +39,11 @@ from minigpt_tui.sources import TRAINING_ACTIONS, RunSource
 from minigpt_tui.terminal_input import keep_escapes_in_pastes
 from minigpt_tui.text import compact
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
+from minigpt_tui.widgets.inspect_pane import InspectPane
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import ENDED
 
+NEXT_TAB = {"samples-tab": "chat-tab", "chat-tab": "inspect-tab", "inspect-tab": "samples-tab"}  # t goes round
 HANG_UP_GRACE_S = 5.0  # after a hang-up, how long a normal exit may take before the process leaves regardless
 
 
@@ -58,8 +61,10 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("s", "save_plot", "Save plot", tooltip="Save the loss plot PNG in the output directory"),
         Binding("c", "save_checkpoint", "Checkpoint", tooltip="Save a checkpoint at the next step boundary"),
         Binding("i", "focus_prompt", "Prompt", tooltip="Type a prompt for the model (opens the chat)"),
-        Binding("t", "show_pane('chat-tab')", "Chat", tooltip="Show the samples or the chat"),
-        Binding("t", "show_pane('samples-tab')", "Samples", tooltip="Show the samples or the chat"),
+        Binding("t", "show_pane('chat-tab')", "Chat", tooltip="Show the next tab: the samples, the chat, inspect"),
+        Binding("t", "show_pane('inspect-tab')", "Inspect", tooltip="Show the next tab"),
+        Binding("t", "show_pane('samples-tab')", "Samples", tooltip="Show the next tab"),
+        Binding("v", "inspect", "Inspect", show=False, tooltip="Look inside the model: tokens, attention, logit lens"),
         Binding("escape", "stop_reply", "Stop reply", tooltip="Stop the chat's reply, and drop the prompts waiting"),
         Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics, plot; exit"),
         # Textual binds ctrl+c to copy; in a training tool people press it to quit.
@@ -68,6 +73,9 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the loss chart's log-scale y axis"),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
         Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
+        Binding(
+            "ctrl+t", "toggle_tint", "Tint", show=False, tooltip="Colour the chat's replies by each token's probability"
+        ),
     ]
 
     def __init__(self, source: RunSource) -> None:
@@ -99,11 +107,13 @@ class MiniGPTApp(App[Finished | Failed | None]):
                     yield SamplesLog(id="samples")
                 with TabPane("Chat", id="chat-tab"):
                     yield ChatPane(self.source.chat_hint(None), id="chat")
+                with TabPane("Inspect", id="inspect-tab"):
+                    yield InspectPane(TrainConfig.sample_prompt, id="inspect")
         yield Footer(compact=True)
 
     def views(self) -> list:
         """The panels that show the run: each takes every event in `show_event`. A new view goes here."""
-        return [self.query_one(view) for view in (StatusBar, RunProgress, LossChart, SamplesLog)]
+        return [self.query_one(view) for view in (StatusBar, RunProgress, LossChart, SamplesLog, InspectPane)]
 
     def get_system_commands(self, screen):
         # Textual's own "Quit" would stand beside ours (commands.py), which says what quitting does here.
@@ -186,15 +196,17 @@ class MiniGPTApp(App[Finished | Failed | None]):
             return None if not self.training or self.source.control.stop_requested else not self.pause_requested
         if action == "resume":
             return self.pause_requested and not self.source.control.stop_requested
-        if action == "show_pane":  # t names the pane it will show: the one not shown now
-            return parameters[0] != self.query_one("#side", TabbedContent).active
+        if action == "show_pane":  # t names the tab it will show: the next one
+            return parameters[0] == NEXT_TAB[self.query_one("#side", TabbedContent).active]
         if action == "stop_reply":
             return self.query_one(ChatPane).busy
         return True
 
     def give_chat_weights(self) -> None:
+        """The chat and the Inspect tab each get weights of their own: each copies or loads into its own model."""
         if not self.has_weights and (weights := self.source.chat_weights()) is not None:
             self.query_one(ChatPane).use_weights(weights)
+            self.query_one(InspectPane).use_weights(self.source.chat_weights())
             self.has_weights = True
 
     # The one route for the run's events, whatever their source.
@@ -279,6 +291,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
         self.show_state()
         if not self.has_weights:
             self.query_one(ChatPane).no_weights(f"There is no model to answer: {event.message}")
+            self.query_one(InspectPane).no_weights(f"There is no model to inspect: {event.message}")
         if self.quitting:
             self.exit(event, return_code=self.exit_status)
             return
@@ -329,7 +342,11 @@ class MiniGPTApp(App[Finished | Failed | None]):
             Binding("ctrl+q", "quit", tooltip="Same as q"),
             Binding("ctrl+p", "command_palette", tooltip="Command palette: every command, and themes"),
         ]
-        sections = [("", [*self.BINDINGS, *extra]), ("In the prompt box", PromptInput.BINDINGS)]
+        sections = [
+            ("", [*self.BINDINGS, *extra]),
+            ("In the prompt box", PromptInput.BINDINGS),
+            ("In the Inspect tab", InspectPane.BINDINGS),
+        ]
         self.push_screen(HelpScreen([(title, self.describe_keys(bindings)) for title, bindings in sections]))
 
     def describe_keys(self, bindings: list[Binding]) -> list[tuple[str, str]]:
@@ -354,10 +371,21 @@ class MiniGPTApp(App[Finished | Failed | None]):
     def action_show_pane(self, pane: str) -> None:
         self.query_one("#side", TabbedContent).active = pane
         # Focus the pane shown (its arrow keys scroll it). Focus left in the hidden pane would bring that back.
-        self.query_one(SamplesLog if pane == "samples-tab" else "#conversation").focus()
+        focus = {"samples-tab": SamplesLog, "chat-tab": "#conversation", "inspect-tab": InspectPane}[pane]
+        self.query_one(focus).focus()
+
+    def action_inspect(self) -> None:
+        self.action_show_pane("inspect-tab")
+
+    def action_inspect_follow(self) -> None:
+        self.action_inspect()
+        self.query_one(InspectPane).action_follow()
 
     @on(TabbedContent.TabActivated)
     def pane_shown(self) -> None:
+        # The Inspect tab takes the loss chart's width too: its heatmap and charts need the columns.
+        inspecting = self.query_one("#side", TabbedContent).active == "inspect-tab"
+        self.query_one("#main").set_class(inspecting, "-inspecting")
         self.refresh_bindings()  # t names the other pane
 
     def action_stop_reply(self) -> None:
@@ -370,6 +398,14 @@ class MiniGPTApp(App[Finished | Failed | None]):
             return
         self.copy_to_clipboard(reply)
         self.notify(f"Copied the last reply ({len(reply):,} characters) to the clipboard.")
+
+    def action_toggle_tint(self) -> None:
+        tint = self.query_one(ChatPane).toggle_tint()
+        self.notify(
+            "Replies tinted by the probability the model gave each token (the mouse shows it)."
+            if tint
+            else "Replies shown plain."
+        )
 
     def action_sampling(self) -> None:
         chat = self.query_one(ChatPane)

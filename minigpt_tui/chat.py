@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from textual.message import Message
@@ -22,7 +22,7 @@ from core.fileio import atomic_write
 from core.generate import END_OF_TEXT_ID, check_sampling, generate, prepare_prompt
 from core.model import GPTModel
 from core.snapshot import inference_model, snapshot
-from core.tokenizer import decode_stream, encode
+from core.tokenizer import decode_stream, encode, token_pieces
 from core.trainer import Trainer
 from minigpt_tui.messages import ReplyEnded, ReplyStarted, ReplyText, ReplyWaiting
 
@@ -66,6 +66,7 @@ class Exchange:
     tokens: int = 0
     cropped_to: int | None = None  # the prompt was cut to its last this many tokens
     error: str | None = None
+    token_probabilities: list[tuple[str, float]] = field(default_factory=list)  # each token's text and probability
 
     @property
     def in_progress(self) -> bool:
@@ -217,15 +218,19 @@ class ChatEngine:
         prompt_ids, cropped = prepare_prompt(encode(request.prompt), context_length)
         self.post(ReplyStarted(request.id, label, context_length if cropped else None))
         s = request.sampling
-        tokens = generate(model, prompt_ids, s.max_new_tokens, s.temperature, s.top_k, s.top_p)
+        probabilities: list[float] = []
+        tokens = generate(
+            model, prompt_ids, s.max_new_tokens, s.temperature, s.top_k, s.top_p, probabilities=probabilities
+        )
         with contextlib.closing(tokens):
             counted = _Counted(tokens, lambda: self._cancelled(request))
             self._stream(request.id, decode_stream(counted))
         if self._cancelled(request):
             how = "stopped"
         else:
-            how = "end of text" if counted.last == END_OF_TEXT_ID else "done"
-        self.post(ReplyEnded(request.id, how=how, tokens=counted.count))
+            how = "end of text" if counted.ids[-1:] == [END_OF_TEXT_ID] else "done"
+        pieces = list(zip(token_pieces(counted.ids), probabilities, strict=False))
+        self.post(ReplyEnded(request.id, how=how, tokens=len(counted.ids), token_probabilities=pieces))
 
     def _stream(self, request_id: int, pieces: Iterable[str]) -> None:
         """Post the text in batches, at most one every FLUSH_INTERVAL seconds, and the rest at the end."""
@@ -240,15 +245,15 @@ class ChatEngine:
 
 
 class _Counted:
-    """Token ids passed through from `tokens`, counted, until `stop()` says to stop (checked after each)."""
+    """Token ids passed through from `tokens`, and kept, until `stop()` says to stop (checked after each)."""
 
     def __init__(self, tokens: Iterator[int], stop: Callable[[], bool]):
         self.tokens, self.stop = tokens, stop
-        self.count, self.last = 0, None
+        self.ids: list[int] = []
 
     def __iter__(self) -> Iterator[int]:
         for token in self.tokens:
-            self.count, self.last = self.count + 1, token
+            self.ids.append(token)
             yield token
             if self.stop():
                 return

@@ -1,4 +1,4 @@
-"""The `minigpt-tui` command: the training app by default, plus the `train` and `generate` subcommands."""
+"""The `minigpt-tui` command: the training app by default, plus the `train`, `generate` and `inspect` subcommands."""
 
 import argparse
 import sys
@@ -14,6 +14,7 @@ from core.headless import run_headless, tolerant_output
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import RunOutputs, resolve_device
 from core.tokenizer import decode_stream, encode
+from minigpt_tui.inspect_command import add_inspect_command, inspect_main
 
 
 def sampling_setting(name: str, kind: type):
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # A flag may stand before its subcommand or after it (`minigpt-tui --preset tiny train`): the subcommands'
     # parsers leave out what they were not given (SUPPRESS), instead of overwriting what the main parser read.
-    commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,generate,inspect}")
     train = commands.add_parser(
         "train", help="train without the UI, printing the log", argument_default=argparse.SUPPRESS
     )
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
     generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    add_inspect_command(commands)
     return parser
 
 
@@ -116,13 +118,23 @@ def training_dests() -> set[str]:
 GENERATE_FLAGS = ("init", "seed", "device")
 
 
-def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+# The training flags that mean the same to inspect: whose weights, and where to run them.
+INSPECT_FLAGS = ("init", "preset", "device")
+
+
+def refuse_other_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, command: str, flags) -> None:
+    """An argparse error for --attach or a training flag (given before the command or after) that `command` does
+    not take."""
     if args.attach:
-        parser.error("--attach follows a run started elsewhere; it does not go with the generate command")
-    not_for_generate = training_dests() - set(GENERATE_FLAGS)
-    others = [option(name) for name, value in vars(args).items() if value is not None and name in not_for_generate]
+        parser.error(f"--attach follows a run started elsewhere; it does not go with the {command} command")
+    not_for_command = training_dests() - set(flags)
+    others = [option(name) for name, value in vars(args).items() if value is not None and name in not_for_command]
     if others:
-        parser.error(f"the generate command does not take {', '.join(others)} (see minigpt-tui generate --help)")
+        parser.error(f"the {command} command does not take {', '.join(others)} (see minigpt-tui {command} --help)")
+
+
+def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    refuse_other_flags(parser, args, "generate", GENERATE_FLAGS)
     if bool(args.chat_checkpoint) == bool(args.init):
         parser.error("the generate command needs one of --checkpoint PATH or --init WEIGHTS")
     device = device_or_error(parser, args.device or "auto")
@@ -158,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
     if args.command == "generate":
         return generate_main(parser, args)
+    if args.command == "inspect":
+        refuse_other_flags(parser, args, "inspect", INSPECT_FLAGS)
+        return inspect_main(parser, args)
     if args.attach:
         return attach_main(parser, args)
     if args.chat_checkpoint:

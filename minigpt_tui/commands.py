@@ -19,7 +19,10 @@ class TrainingCommands(Provider):
             ("Chat: type a prompt", "focus_prompt", "The model continues it with its latest weights"),
             ("Chat: sampling settings", "sampling", "Temperature, top-k, top-p and max new tokens of the replies"),
             ("Chat: copy the last reply", "copy_reply", "To the clipboard (through the terminal, also over SSH)"),
+            ("Chat: tint tokens by probability", "toggle_tint", "Colour each reply token by the probability given it"),
             ("Chat: save the conversation", "save_conversation", "To chat-DATE-TIME.txt in the output directory"),
+            ("Inspect the model", "inspect", "Tokens, next-token probabilities, attention and logit lens of a text"),
+            ("Inspect: follow the latest weights, or hold these", "inspect_follow", "At each evaluation"),
             ("Quit", "quit", quit),
         ]
         return [command for command in commands if self.app.check_action(command[1], ()) is not False]

@@ -51,7 +51,16 @@ class ReplyText(ChatMessage):
 
 
 class ReplyEnded(ChatMessage):
-    def __init__(self, exchange: int, how: str = "done", tokens: int = 0, error: str | None = None) -> None:
-        """`how`: done (max tokens), end of text, stopped or cancelled; or `error` says why there is no reply."""
+    def __init__(
+        self,
+        exchange: int,
+        how: str = "done",
+        tokens: int = 0,
+        error: str | None = None,
+        token_probabilities: list[tuple[str, float]] | None = None,
+    ) -> None:
+        """`how`: done (max tokens), end of text, stopped or cancelled; or `error` says why there is no reply.
+        `token_probabilities`: each generated token's text and the probability the model gave it."""
         super().__init__(exchange)
         self.how, self.tokens, self.error = how, tokens, error
+        self.token_probabilities = token_probabilities or []

@@ -38,7 +38,7 @@ async def send(pilot, prompt: str) -> None:
     await pilot.press("enter")
 
 
-def endless_generate(model, prompt_ids, *settings):
+def endless_generate(model, prompt_ids, *settings, **options):
     """A reply that never ends by itself: "I" every few milliseconds."""
     while True:
         time.sleep(0.005)
@@ -87,7 +87,7 @@ async def test_prompts_and_replies_are_shown_literally(make_app, monkeypatch):
     tricky = "[bold]x[/] [link=https://e.io]l[/link] \\[red] a\\b <|endoftext|>"
     reply_ids = encode(" [/] [bold]y \x1b[2J\r\x08\x00z")
 
-    def tricky_generate(model, prompt_ids, *settings):
+    def tricky_generate(model, prompt_ids, *settings, **options):
         yield from reply_ids
 
     monkeypatch.setattr(chat, "generate", tricky_generate)
@@ -191,6 +191,8 @@ async def test_letters_typed_in_the_prompt_are_text_not_keys(make_app):
         await pilot.press("tab")  # leave the prompt box: the keys are the app's again
         footer = screen_text(app).splitlines()[-1]
         assert "Resume" in footer and "Send" not in footer
+        await pilot.press("t")  # the tabs in turn: samples, chat, inspect
+        assert app.query_one("#side").active == "inspect-tab"
         await pilot.press("t")
         assert app.query_one("#side").active == "samples-tab"
 

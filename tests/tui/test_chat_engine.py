@@ -41,7 +41,7 @@ def test_every_reply_during_training_comes_from_one_completed_step(tiny_cfg, qui
             p.fill_(0)  # so that the weights of step k are all k, step 0 included
     replies = []  # (value of the first weight, any other value seen at the start or the end, label)
 
-    def checked_generate(model, prompt_ids, *settings):
+    def checked_generate(model, prompt_ids, *settings, **options):
         weights = torch.cat([p.flatten() for p in model.parameters()])
         k = weights[0].item()
         torn = set(weights.unique().tolist()) - {k}
@@ -88,7 +88,7 @@ def overall_step(label: str) -> int:
 def test_the_reply_streams_in_batches_that_add_up_to_the_text(tiny_cfg, monkeypatch):
     reply_ids = encode(" one two three four five six seven eight nine ten")
 
-    def slow_generate(model, prompt_ids, *settings):
+    def slow_generate(model, prompt_ids, *settings, **options):
         for token in reply_ids:
             time.sleep(0.02)
             yield token
