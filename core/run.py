@@ -34,6 +34,7 @@ from core.model import GPTModel
 from core.plotting import save_loss_plot
 from core.precision import allow_tf32
 from core.pretrained import load_pretrained
+from core.tensorboard import TensorBoardMissing, TensorBoardWriter
 from core.token_cache import CACHE_DIR_ENV, cache_path, default_cache_dir, load_tokens, tokenize_files
 from core.trainer import Trainer, TrainingError, make_optimizer
 
@@ -71,6 +72,7 @@ class RunOutputs:
         self.checkpoint = self.dir / "last.pt"
         self.best = self.dir / "best.pt"
         self.status = self.dir / "status.json"
+        self.tensorboard = self.dir / "tensorboard"  # with --tensorboard: event files (core/tensorboard.py)
         self._status: dict = {}  # what status.json holds; empty until `prepare` has started the run's files
         self._last_step: StepDone | None = None
 
@@ -175,11 +177,14 @@ class TrainingRun:
         self.on_event = on_event
         self.control = control or TrainingControl()
         self.outputs = RunOutputs(train_cfg.out_dir)
+        self.tensorboard: TensorBoardWriter | None = None
         self.trainer: Trainer | None = None
 
     def _emit(self, event) -> None:
         if self.dist.is_main:
             self.outputs.record(event)
+            if self.tensorboard:
+                self.tensorboard.record(event)
             self.on_event(event)
 
     def _setup(self, device: torch.device) -> Trainer:
@@ -210,6 +215,8 @@ class TrainingRun:
         self.dist.seed_dropout(cfg.seed, trainer.global_step)
         if main:
             self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
+            if cfg.tensorboard:
+                self.tensorboard = TensorBoardWriter(self.outputs.tensorboard, trainer.global_step)
         return trainer
 
     def _data_loaders(self) -> tuple[DataLoader, DataLoader]:
@@ -264,7 +271,7 @@ class TrainingRun:
             result = Finished(
                 completed, epoch, trainer.step, trainer.global_step, trainer.elapsed(), self.outputs.written()
             )
-        except (CorpusError, TrainingError, ValueError, OSError) as e:
+        except (CorpusError, TrainingError, TensorBoardMissing, ValueError, OSError) as e:
             result = Failed(str(e))
         except torch.cuda.OutOfMemoryError:
             result = Failed(self._out_of_memory_message())
@@ -276,6 +283,8 @@ class TrainingRun:
             with contextlib.suppress(OSError):
                 self._save_plot()  # the curve so far is still worth having; the checkpoint is left as it was
         self._emit(result)
+        if self.tensorboard:
+            self.tensorboard.close()
         return result
 
     def _out_of_memory_message(self) -> str:

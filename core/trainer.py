@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from torch.nn.utils import get_total_norm
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 from torch.utils.data import DataLoader
 
 from core.checkpoint import CheckpointError, check_resumable, restore_rng_states, rng_states, save_checkpoint
@@ -26,8 +26,11 @@ from core.distributed import Distributed, gradient_sync
 from core.events import CheckpointSaved, EpochSampled, Evaluated, RunStarted, StateChanged, StepDone
 from core.fileio import atomic_link
 from core.generate import generate
+from core.health import HealthMonitor
+from core.memory import peak_memory_gb
 from core.model import GPTModel
 from core.precision import autocast, compute_dtype
+from core.schedule import LRSchedule
 from core.tokenizer import encode, token_ids_to_text
 
 
@@ -103,6 +106,10 @@ class Trainer:
         self.weights_lock = threading.Lock()
         self.steps_per_epoch = len(train_loader) // cfg.grad_accum
         self.epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / self.steps_per_epoch)
+        # The learning rate of each step. Its length is fixed when the run starts: a resumed run keeps it, also
+        # when it is given more epochs or steps (cosine then stays at its floor past the original last step).
+        self.schedule = self._schedule(cfg.max_steps or self.epochs * self.steps_per_epoch)
+        self.health = HealthMonitor()
         # Progress; `epoch` is 0-based here and 1-based in events.
         self.epoch = 0
         self.step = 0  # optimizer steps done in the current epoch
@@ -111,10 +118,12 @@ class Trainer:
         self.elapsed_s = 0.0  # before this session (for resumed runs)
         self.history: list[dict] = []  # metrics.jsonl records
         self.samples: list[str] = []  # one per epoch
-        self.best_val_loss = math.inf
+        self.best_val_loss = math.inf  # of the weights best.pt holds
+        self.lr, self.grad_norm = cfg.lr, math.nan  # of the latest step; grad_norm before clipping
         self.last_saved: CheckpointSaved | None = None  # the latest good checkpoint: written, or resumed from
         self._clock_start, self._paused_s = time.perf_counter(), 0.0
         self._session_tokens, self._session_step_s = 0, 0.0  # for tokens/s since this process started training
+        self._rate_since = (0, 0.0)  # (tokens_seen, elapsed()) at the previous evaluation, for its tokens/s
         self._save_s, self._saved_at = 0.0, 0.0  # how long the last save took, and when it ended
 
     def run(self) -> bool:
@@ -122,6 +131,7 @@ class Trainer:
         self.model.train()
         self._clock_start, self._paused_s = time.perf_counter(), 0.0
         self._session_tokens, self._session_step_s = 0, 0.0
+        self._rate_since = (self.tokens_seen, self.elapsed())
         self.emit(
             RunStarted(
                 str(self.device),
@@ -183,8 +193,16 @@ class Trainer:
     def elapsed(self) -> float:
         return self.elapsed_s + time.perf_counter() - self._clock_start - self._paused_s
 
+    def _schedule(self, total_steps: int) -> LRSchedule:
+        cfg = self.cfg
+        min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+        return LRSchedule(cfg.lr_schedule, cfg.lr, cfg.warmup_steps, min_lr, total_steps)
+
     def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         started = time.perf_counter()
+        self.lr = self.schedule(self.global_step + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
         loss = 0.0
         for i, (inputs, targets) in enumerate(micro_batches):
@@ -201,9 +219,12 @@ class Trainer:
         self._check_finite("loss", loss)
         # A finite loss can still give non-finite gradients (an overflow in the backward pass); one norm over all
         # of them catches that before the optimizer spreads it into every weight.
-        self._check_finite(
-            "gradient norm", float(get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None]))
-        )
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        total_norm = get_total_norm(grads)
+        self.grad_norm = float(total_norm)
+        self._check_finite("gradient norm", self.grad_norm)
+        if self.cfg.grad_clip is not None:
+            clip_grads_with_norm_(grads, self.cfg.grad_clip, total_norm)
         with self.weights_lock:
             self.optimizer.step()
             self.step += 1
@@ -216,6 +237,8 @@ class Trainer:
         self.emit(
             StepDone(self.epoch + 1, self.step, self.global_step, self.tokens_seen, loss, self.elapsed(), tokens_per_s)
         )
+        if notice := self.health.step_done(self.global_step, self.grad_norm, self.cfg.grad_clip):
+            self.emit(notice)
 
     def _check_finite(self, what: str, value: float) -> None:
         if not math.isfinite(value):
@@ -249,11 +272,32 @@ class Trainer:
 
     def _evaluate(self) -> None:
         train_loss, val_loss = self.evaluate()
+        elapsed = self.elapsed()
+        tokens_since, elapsed_since = self._rate_since
+        self._rate_since = (self.tokens_seen, elapsed)
         event = Evaluated(
-            self.epoch + 1, self.step, self.global_step, self.tokens_seen, train_loss, val_loss, self.elapsed()
+            epoch=self.epoch + 1,
+            step=self.step,
+            global_step=self.global_step,
+            tokens_seen=self.tokens_seen,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            elapsed_s=elapsed,
+            lr=self.lr,
+            grad_norm=self.grad_norm,
+            tokens_per_s=(self.tokens_seen - tokens_since) / max(elapsed - elapsed_since, 1e-9),
+            peak_mem_gb=peak_memory_gb(self.device),
         )
         self.history.append(event.record())
         self.emit(event)
+        if notice := self.health.evaluated(event.record(), self._best_saved()):
+            self.emit(notice)
+
+    def _best_saved(self) -> tuple[int, float] | None:
+        """best.pt's (global step, val loss), if one was saved: the evaluation whose val loss it recorded."""
+        return next(
+            ((r["global_step"], r["val_loss"]) for r in self.history if r["val_loss"] == self.best_val_loss), None
+        )
 
     def sample(self) -> str:
         """The prompt and its greedy continuation from the current weights."""
@@ -332,6 +376,8 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "data_sha256": self.data_fingerprint,
             "world_size": self.dist.world_size,
+            "schedule_steps": self.schedule.total_steps,
+            "recent_grad_norms": list(self.health.grad_norms),
         }
         return {
             "model": self.model.state_dict(),
@@ -348,14 +394,15 @@ class Trainer:
         """Continue the run saved in `ckpt` (read from `path`); call before `run()`.
 
         The model shape, the data and the settings in KEPT_ON_RESUME must be the checkpoint's; the learning
-        rate may differ (it is applied to the restored optimizer).
+        rate may differ (it becomes the schedule's peak from the next step on).
         """
         check_resumable(ckpt, path)
         saved_cfg, progress = ckpt["train_config"], ckpt["progress"]
         for name in KEPT_ON_RESUME:
-            if saved_cfg.get(name) != getattr(self.cfg, name):
+            saved = saved_cfg.get(name, getattr(TrainConfig, name))  # older checkpoints: the default it had then
+            if saved != getattr(self.cfg, name):
                 raise CheckpointError(
-                    f"{path}: was trained with {name} {saved_cfg.get(name)}; a resumed run must keep it "
+                    f"{path}: was trained with {name} {saved}; a resumed run must keep it "
                     f"(asked for {getattr(self.cfg, name)})"
                 )
         self._check_same_batches(saved_cfg.get("grad_accum", 1) * progress.get("world_size", 1), path)
@@ -369,12 +416,12 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{path}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr
+        self.schedule = self._schedule(progress.get("schedule_steps", self.schedule.total_steps))
         self.epoch, self.step, self.global_step = progress["epoch"], progress["step"], progress["global_step"]
         self.tokens_seen, self.elapsed_s = progress["tokens_seen"], progress["elapsed_s"]
         self.best_val_loss = progress["best_val_loss"]
         self.history, self.samples = list(ckpt["history"]), list(ckpt["samples"])
+        self.health = HealthMonitor(self.history, progress.get("recent_grad_norms", ()))
         self.last_saved = CheckpointSaved(str(path), self.global_step)
         try:
             restore_rng_states(ckpt["rng"])  # last: nothing may draw from the streams before training does

@@ -35,6 +35,10 @@ class Evaluated(TrainingMessage):
     event: events.Evaluated
 
 
+class HealthNotice(TrainingMessage):
+    event: events.HealthNotice
+
+
 class EpochSampled(TrainingMessage):
     event: events.EpochSampled
 
@@ -60,6 +64,7 @@ _MESSAGE_FOR_EVENT = {
     events.Tokenizing: Tokenizing,
     events.StepDone: StepDone,
     events.Evaluated: Evaluated,
+    events.HealthNotice: HealthNotice,
     events.EpochSampled: EpochSampled,
     events.StateChanged: StateChanged,
     events.CheckpointSaved: CheckpointSaved,

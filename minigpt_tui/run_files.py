@@ -8,7 +8,7 @@ the same panels as its own. The files are those `core.run.RunOutputs` describes.
 import json
 import os
 import socket
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from core.events import EpochSampled, Evaluated, RunStarted, StepDone
@@ -60,12 +60,20 @@ def evaluation_from(line: str) -> Evaluated | None:
     """The evaluation a metrics.jsonl line records; None for a line that is not one (damaged, or foreign)."""
     try:
         record = json.loads(line)
-        values = {f.name: record[f.name] for f in fields(Evaluated)}
+        # The figures added later (lr, grad_norm, ...) have defaults: older runs' records lack them.
+        values = {f.name: record[f.name] for f in fields(Evaluated) if f.name in record or f.default is MISSING}
     except (ValueError, TypeError, KeyError):
         return None
-    if not all(isinstance(value, int | float) and not isinstance(value, bool) for value in values.values()):
+    if not all(_is_number(value) or (value is None and name in OPTIONAL_FIGURES) for name, value in values.items()):
         return None
     return Evaluated(**values)
+
+
+OPTIONAL_FIGURES = {f.name for f in fields(Evaluated) if f.default is not MISSING}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class SampleReader:
