@@ -216,7 +216,9 @@ class TrainingRun:
         if main:
             self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
             if cfg.tensorboard:
-                self.tensorboard = TensorBoardWriter(self.outputs.tensorboard, trainer.global_step)
+                self.tensorboard = TensorBoardWriter(
+                    self.outputs.tensorboard, trainer.global_step, trainer.history, trainer.sample_events()
+                )
         return trainer
 
     def _data_loaders(self) -> tuple[DataLoader, DataLoader]:
@@ -228,13 +230,13 @@ class TrainingRun:
         shares = {"rank": dist.rank, "world_size": dist.world_size, "grad_accum": cfg.grad_accum}
         if is_large(files):
             return token_dataloaders(self._cached_tokens(files, source), *args, **shares)
-        return create_dataloaders(read_corpus(cfg.data), *args, **shares)
+        return create_dataloaders(read_corpus(cfg.data, cfg.text_field), *args, **shares)
 
     def _cached_tokens(self, files: list[Path], source: str) -> torch.Tensor:
         """The corpus's tokens from the cache, tokenizing it first if it is not there yet (one process per machine
         does that while the others wait)."""
         cache_dir = Path(self.train_cfg.token_cache) if self.train_cfg.token_cache else default_cache_dir()
-        path = cache_path(files, Path(source), cache_dir)
+        path = cache_path(files, Path(source), cache_dir, self.train_cfg.text_field)
 
         def report(done_bytes: int, total_bytes: int, tokens: int) -> None:
             if self.control.stop_requested:
@@ -244,7 +246,7 @@ class TrainingRun:
 
         if self.dist.local_rank == 0 and not path.exists():
             try:
-                tokenize_files(files, path, report)
+                tokenize_files(files, path, report, text_field=self.train_cfg.text_field)
             except OSError as e:
                 raise OSError(
                     f"cannot write the token cache {path} ({e.strerror or e}); choose another place with "

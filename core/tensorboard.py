@@ -34,17 +34,25 @@ def tensorboard_available() -> None:
 
 
 class TensorBoardWriter:
-    """Writes a run's events to event files in `log_dir`, from global step `start_step` on (0 for a new run).
+    """Writes a run's events to event files in `log_dir`.
 
-    What earlier runs in the directory wrote after that step (a killed process's evaluations after its last
-    checkpoint, or a whole earlier run started again) is hidden from TensorBoard, as metrics.jsonl drops it.
+    A run resumed from a checkpoint of global step `start_step` hides from TensorBoard what earlier processes wrote
+    from that step on (a killed process's evaluations after its last checkpoint, or a whole earlier run started
+    again in the directory), as metrics.jsonl drops it, and writes again what the checkpoint holds of that step:
+    `history` (metrics records) and `samples` (EpochSampled events).
     """
 
-    def __init__(self, log_dir: str | Path, start_step: int = 0):
+    def __init__(self, log_dir: str | Path, start_step: int = 0, history: list[dict] = (), samples=()):
         tensorboard_available()
         from torch.utils.tensorboard import SummaryWriter  # imported here: it loads the whole tensorboard package
 
-        self.writer = SummaryWriter(str(log_dir), purge_step=start_step + 1)
+        self.writer = SummaryWriter(str(log_dir), purge_step=start_step)
+        for record in history:
+            if record["global_step"] >= start_step:
+                self.record(Evaluated(**record))
+        for sample in samples:
+            if sample.global_step >= start_step:
+                self.record(sample)
 
     def record(self, event) -> None:
         if isinstance(event, Evaluated):

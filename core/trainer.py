@@ -219,12 +219,12 @@ class Trainer:
         self._check_finite("loss", loss)
         # A finite loss can still give non-finite gradients (an overflow in the backward pass); one norm over all
         # of them catches that before the optimizer spreads it into every weight.
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        total_norm = get_total_norm(grads)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        total_norm = get_total_norm([p.grad for p in params])
         self.grad_norm = float(total_norm)
         self._check_finite("gradient norm", self.grad_norm)
         if self.cfg.grad_clip is not None:
-            clip_grads_with_norm_(grads, self.cfg.grad_clip, total_norm)
+            clip_grads_with_norm_(params, self.cfg.grad_clip, total_norm)
         with self.weights_lock:
             self.optimizer.step()
             self.step += 1

@@ -1,12 +1,11 @@
 """Resuming a run from its checkpoint: exactly where it stopped, with the same data order, RNG and history."""
 
-import json
 import math
 from dataclasses import asdict, replace
 
 import pytest
 import torch
-from helpers import TINY16, of, train
+from helpers import TINY16, of, run_metrics, train
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.events import Failed, Finished, RunStarted, StepDone
@@ -19,10 +18,7 @@ def losses(events):
     return [e.loss for e in events if isinstance(e, StepDone)]
 
 
-def metrics(out_dir):
-    """metrics.jsonl without the wall-clock times, which no two runs share."""
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in lines]
+metrics = run_metrics
 
 
 def assert_same_training_state(a, b):
