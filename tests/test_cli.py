@@ -272,3 +272,13 @@ def test_bad_sampling_flags_exit_2_before_loading_anything(flags, message, capsy
         main(["generate", "hi", "--checkpoint", "missing.pt", *flags])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_tensorboard_without_its_package_is_one_line_saying_how_to_install_it(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # importing it now raises ImportError
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--tensorboard", "--device", "cpu"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--tensorboard needs the tensorboard package: pip install 'minigpt-tui[tensorboard]'"
+    )

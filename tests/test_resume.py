@@ -163,6 +163,8 @@ def exit_for(capsys, *argv) -> tuple[int, str]:
         (["--context-length", "32"], "--context-length 32: CKPT has context length 16; a resumed run keeps it"),
         (["--batch-size", "4"], "--batch-size 4: CKPT was trained with 2; a resumed run keeps it"),
         (["--seed", "7"], "--seed 7: CKPT was trained with 123; a resumed run keeps it"),
+        (["--lr-schedule", "cosine"], "--lr-schedule cosine: CKPT was trained with constant; a resumed run keeps it"),
+        (["--warmup-steps", "10"], "--warmup-steps 10: CKPT was trained with 0; a resumed run keeps it"),
     ],
 )
 def test_flags_that_would_change_the_model_or_data_order_are_refused(stopped_run, capsys, flags, message):
@@ -197,6 +199,10 @@ def test_flags_that_may_change_on_resume_do_and_the_rest_comes_from_the_checkpoi
         str(tmp_path),
     )
     assert (cfg.dtype, cfg.compile) == ("bfloat16", True)
+
+    changes = ["--grad-clip", "1", "--sample-prompt", "Once", "--sample-tokens", "9", "--text-field", "body"]
+    (_, cfg), _ = configs_for("--resume", str(stopped_run), *changes)
+    assert (cfg.grad_clip, cfg.sample_prompt, cfg.sample_tokens, cfg.text_field) == (1.0, "Once", 9, "body")
 
 
 def test_a_resumed_run_picks_device_and_precision_anew(stopped_run, tmp_path):
