@@ -82,7 +82,9 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         # Textual binds ctrl+c to copy; in a training tool people press it to quit.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Same as q"),
         Binding("f1,question_mark", "help", "Help", tooltip="Show this list of keys"),
-        Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the loss chart's log-scale y axis"),
+        Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the chart's log-scale y axis"),
+        Binding("v", "next_chart_view", "View", tooltip="Chart: loss, learning rate, gradient norm, tokens/s in turn"),
+        Binding("e", "toggle_smoothing", "Smooth", show=False, tooltip="Toggle the smoothed (EMA) train loss line"),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
         Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
     ]
@@ -306,6 +308,11 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.query_one(LossChart).add(event)
         self.query_one(StatusBar).evaluated(event)
 
+    @on_training(messages.HealthNotice)
+    def health_notice(self, message: messages.HealthNotice) -> None:
+        self.query_one(StatusBar).health_notice(message.event)
+        self.notify(message.event.message, title="Is the run healthy?", severity="warning", timeout=20, markup=False)
+
     @on_training(messages.EpochSampled)
     def epoch_sampled(self, message: messages.EpochSampled) -> None:
         self.add_sample(message.event)
@@ -365,6 +372,18 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     def action_toggle_log_scale(self) -> None:
         self.query_one(LossChart).toggle_log_scale()
+
+    def action_next_chart_view(self) -> None:
+        self.query_one(LossChart).next_view()
+
+    def action_chart_view(self, view: str) -> None:
+        self.query_one(LossChart).show_view(view)
+
+    def action_toggle_smoothing(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.toggle_smoothing()
+        if chart.view != "loss":
+            chart.show_view("loss")  # the smoothed line is the train loss's
 
     def action_save_checkpoint(self) -> None:
         if not self.training:

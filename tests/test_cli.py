@@ -279,6 +279,9 @@ def test_tensorboard_without_its_package_is_one_line_saying_how_to_install_it(ca
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--tensorboard", "--device", "cpu"])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        "--tensorboard needs the tensorboard package: pip install 'minigpt-tui[tensorboard]'"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("--tensorboard needs the tensorboard package: pip install 'minigpt-tui[tensorboard]'")
     )
