@@ -4,6 +4,7 @@ instead: see Trainer._check_finite.)"""
 
 import statistics
 from collections import deque
+from collections.abc import Iterable
 
 from core.events import HealthNotice
 
@@ -16,7 +17,7 @@ SPIKE_MIN_STEPS = 10  # steps seen before any can be called a spike
 class HealthMonitor:
     """Watches the evaluations and each step's gradient norm; returns a HealthNotice when one is due."""
 
-    def __init__(self, history: list[dict] = (), recent_grad_norms: list[float] = ()):
+    def __init__(self, history: Iterable[dict] = (), recent_grad_norms: Iterable[float] = ()):
         self.history: list[dict] = []  # metrics records (see events.Evaluated)
         self.grad_norms: deque[float] = deque(recent_grad_norms, maxlen=SPIKE_WINDOW)
         self._warned_streak = -1  # where the rising streak that was last reported started (an index in history)

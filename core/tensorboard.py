@@ -5,6 +5,7 @@ Through torch's own SummaryWriter, which needs the `tensorboard` package: an opt
 use it (`pip install 'minigpt-tui[tensorboard]'`).
 """
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from core.events import EpochSampled, Evaluated
@@ -42,7 +43,7 @@ class TensorBoardWriter:
     `history` (metrics records) and `samples` (EpochSampled events).
     """
 
-    def __init__(self, log_dir: str | Path, start_step: int = 0, history: list[dict] = (), samples=()):
+    def __init__(self, log_dir: str | Path, start_step: int = 0, history: Iterable[dict] = (), samples=()):
         tensorboard_available()
         from torch.utils.tensorboard import SummaryWriter  # imported here: it loads the whole tensorboard package
 

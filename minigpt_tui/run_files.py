@@ -56,20 +56,22 @@ class TailReader:
         return restarted, [line.decode(errors="replace") for line in lines]
 
 
+# The figures added to metrics.jsonl later (lr, grad_norm, ...): older runs' records lack them, or hold null.
+OPTIONAL_FIGURES = {f.name for f in fields(Evaluated) if f.default is not MISSING}
+
+
 def evaluation_from(line: str) -> Evaluated | None:
     """The evaluation a metrics.jsonl line records; None for a line that is not one (damaged, or foreign)."""
     try:
         record = json.loads(line)
-        # The figures added later (lr, grad_norm, ...) have defaults: older runs' records lack them.
-        values = {f.name: record[f.name] for f in fields(Evaluated) if f.name in record or f.default is MISSING}
+        values = {
+            f.name: record[f.name] for f in fields(Evaluated) if f.name in record or f.name not in OPTIONAL_FIGURES
+        }
     except (ValueError, TypeError, KeyError):
         return None
     if not all(_is_number(value) or (value is None and name in OPTIONAL_FIGURES) for name, value in values.items()):
         return None
     return Evaluated(**values)
-
-
-OPTIONAL_FIGURES = {f.name for f in fields(Evaluated) if f.default is not MISSING}
 
 
 def _is_number(value) -> bool:
