@@ -62,9 +62,3 @@ class TrainConfig:
     sample_tokens: int = 50
     save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget
     resume: str | None = None  # checkpoint to continue from
-
-
-# A resumed run must keep these from its checkpoint (besides the model's shape and the data): they fix the data
-# order and the position in it, or the shape of the learning-rate schedule, so changing them would not continue
-# the same run.
-KEPT_ON_RESUME = ("batch_size", "seed", "lr_schedule", "warmup_steps", "min_lr")

@@ -39,9 +39,9 @@ class HealthMonitor:
         self._warned_streak = start
         best = min(self.history, key=lambda r: r["val_loss"])
         return HealthNotice(
-            "overfitting",
-            last["global_step"],
-            f"Overfitting: the val loss rose for {RISES_FOR_OVERFITTING} evaluations in a row "
+            kind="overfitting",
+            global_step=last["global_step"],
+            message=f"Overfitting: the val loss rose for {RISES_FOR_OVERFITTING} evaluations in a row "
             f"({first['val_loss']:.4f} → {last['val_loss']:.4f}) while the train loss fell "
             f"({first['train_loss']:.4f} → {last['train_loss']:.4f}); the best val loss, {best['val_loss']:.4f}, "
             f"was at step {best['global_step']}{_kept_in_best_pt(best, best_saved)}",
@@ -58,10 +58,11 @@ class HealthMonitor:
                 else:
                     handled = f"clipped to {grad_clip:g}" if grad_norm > grad_clip else "within --grad-clip"
                 notice = HealthNotice(
-                    "gradient spike",
-                    global_step,
-                    f"Gradient spike at step {global_step}: norm {grad_norm:.3g}, {grad_norm / median:.0f}× the "
-                    f"median of the last {len(self.grad_norms)} steps ({median:.3g}); {handled}",
+                    kind="gradient spike",
+                    global_step=global_step,
+                    message=f"Gradient spike at step {global_step}: norm {grad_norm:.3g}, "
+                    f"{grad_norm / median:.0f}× the median of the last {len(self.grad_norms)} steps ({median:.3g}); "
+                    f"{handled}",
                 )
         self.grad_norms.append(grad_norm)
         return notice

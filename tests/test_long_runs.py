@@ -15,9 +15,9 @@ from test_resume import assert_same_training_state, losses
 from torch.nn.utils import get_total_norm
 
 from core.events import Evaluated, Finished, HealthNotice, StepDone
+from core.headless import LogPrinter
 from core.health import HealthMonitor
 from core.run import TrainingRun
-from core.train import LogPrinter
 
 # Today's log of the default settings on the tiny preset (recorded before the schedule existed): a constant
 # learning rate must keep it exactly.
@@ -157,7 +157,9 @@ def test_a_resumed_run_does_not_report_overfitting_again_and_names_what_best_pt_
 
 def test_the_log_prints_each_notice_on_one_line():
     out = io.StringIO()
-    LogPrinter("tiny", out)(HealthNotice("gradient spike", 15, "Gradient spike at step 15: norm 850"))
+    LogPrinter("tiny", out)(
+        HealthNotice(kind="gradient spike", global_step=15, message="Gradient spike at step 15: norm 850")
+    )
     assert out.getvalue() == "Warning: Gradient spike at step 15: norm 850\n"
 
 

@@ -3,7 +3,7 @@ tokens/s of each evaluation (`v` cycles the views), drawn with plotext."""
 
 from textual_plotext import PlotextPlot
 
-from core.events import Evaluated
+from core.events import Evaluated, Restarted
 
 TRAIN_COLOR, VAL_COLOR, EMA_COLOR, BEST_COLOR, FIGURE_COLOR = "cyan", "orange", "white", "green", "magenta"
 RAW_TRAIN_COLOR = "gray"  # the raw train loss, behind its smoothed line
@@ -15,6 +15,8 @@ VIEWS = {
     "tokens_per_s": ("Tokens/s", "tokens/s since the last evaluation"),
 }
 EMA_WEIGHT = 0.6  # of the previous smoothed value, as TensorBoard's smoothing slider defaults to
+# Values beyond these are damage, not a curve: plotext cannot scale an axis to them.
+MIN_VALUE, MAX_VALUE = -1e100, 1e100
 
 
 def downsample(xs: list, ys: list, max_points: int) -> tuple[list, list]:
@@ -67,6 +69,13 @@ class LossChart(PlotextPlot):
         self._update_border()
         self.set_interval(1 / self.REDRAWS_PER_S, self._redraw_if_stale)
 
+    def show_event(self, event) -> None:
+        match event:
+            case Evaluated():
+                self.add(event)
+            case Restarted():
+                self.clear()
+
     def add(self, event: Evaluated) -> None:
         self.steps.append(event.global_step)
         self.train_losses.append(event.train_loss)
@@ -97,11 +106,9 @@ class LossChart(PlotextPlot):
         self.refresh()
 
     def best_val(self) -> tuple[int, float] | None:
-        """(global step, val loss) of the lowest val loss so far."""
-        if not self.val_losses:
-            return None
-        i = min(range(len(self.val_losses)), key=self.val_losses.__getitem__)
-        return self.steps[i], self.val_losses[i]
+        """(global step, val loss) of the lowest val loss so far (a loss that blew up is no best)."""
+        finite = list(zip(*self.drawable(self.steps, self.val_losses), strict=True))
+        return min(finite, key=lambda point: point[1]) if finite else None
 
     def _update_border(self) -> None:
         # The view's name in the top border, the legend in the bottom one: plotext's own legend sits top left,
@@ -129,6 +136,16 @@ class LossChart(PlotextPlot):
         _, val = downsample(self.steps, self.val_losses, max_points)
         return steps, train, val
 
+    def drawable(self, steps: list, values: list) -> tuple[list, list]:
+        """The points that can be drawn: finite values (a run whose loss blew up logs inf or nan; older runs have
+        no lr...: None), and on the log scale positive ones."""
+        keep = [
+            i
+            for i, value in enumerate(values)
+            if value is not None and MIN_VALUE < value < MAX_VALUE and (value > 0 or not self.log_scale)
+        ]
+        return [steps[i] for i in keep], [values[i] for i in keep]
+
     def render(self):
         plt = self.plt
         plt.clear_figure()
@@ -146,23 +163,27 @@ class LossChart(PlotextPlot):
     def _plot_losses(self) -> None:
         plt = self.plt
         steps, train, val = self.plotted_points(self.size.width)
+        series = [(*self.drawable(steps, val), VAL_COLOR)]
         if self.smoothed:
-            plt.plot(steps, train, marker="braille", color=RAW_TRAIN_COLOR)
             _, smoothed = downsample(self.steps, ema(self.train_losses), 2 * max(self.size.width, 1))
-            plt.plot(steps, smoothed, marker="braille", color=EMA_COLOR)
+            series[:0] = [(*self.drawable(steps, train), RAW_TRAIN_COLOR), (*self.drawable(steps, smoothed), EMA_COLOR)]
         else:
-            plt.plot(steps, train, marker="braille", color=TRAIN_COLOR)
-        plt.plot(steps, val, marker="braille", color=VAL_COLOR)
-        best_step, best_loss = self.best_val()
-        plt.scatter([best_step], [best_loss], marker="◆", color=BEST_COLOR)
+            series[:0] = [(*self.drawable(steps, train), TRAIN_COLOR)]
+        if not any(xs for xs, _, _ in series):
+            plt.title(f"no loss to draw{' on a log scale' if self.log_scale else ''}: not finite, or not positive")
+            return
+        for xs, ys, color in series:
+            if xs:
+                plt.plot(xs, ys, marker="braille", color=color)
+        if best := self.best_val():
+            plt.scatter([best[0]], [best[1]], marker="◆", color=BEST_COLOR)
         plt.xticks(step_ticks(steps[0], steps[-1]))
 
     def _plot_figure(self, values: list[float | None]) -> None:
         plt = self.plt
-        known = [(step, value) for step, value in zip(self.steps, values, strict=True) if value is not None]
-        if not known:
+        steps, ys = downsample(*self.drawable(self.steps, values), 2 * max(self.size.width, 1))
+        if not steps:
             plt.title("not recorded by this run (made before it was measured)")
             return
-        steps, ys = downsample(*map(list, zip(*known, strict=True)), 2 * max(self.size.width, 1))
         plt.plot(steps, ys, marker="braille", color=FIGURE_COLOR)
         plt.xticks(step_ticks(steps[0], steps[-1]))
