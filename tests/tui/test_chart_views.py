@@ -25,7 +25,7 @@ async def test_v_cycles_the_views_and_names_each_in_the_border(make_app):
     async with app.run_test(size=(100, 30)) as pilot:
         chart = app.query_one(LossChart)
         for event in CURVE:
-            app.post_message(messages.Evaluated(event))
+            app.post_message(messages.RunEvent(event))
         await pilot.pause()
         assert chart.border_title == "Loss" and "best 9.000" in chart.border_subtitle  # val is lowest at step 30
         assert chart.best_val() == (30, 9.0)
@@ -81,7 +81,7 @@ async def test_a_health_notice_stays_in_the_status_lines_and_pops_up(make_app):
     async with app.run_test(size=(100, 30)) as pilot:
         notifications = record_notifications(app)
         notice = events.HealthNotice(kind="gradient spike", global_step=15, message="Gradient spike at step 15: x")
-        app.post_message(messages.HealthNotice(notice))
+        app.post_message(messages.RunEvent(notice))
         await pilot.pause()
         assert notifications == ["Gradient spike at step 15: x"]
         assert app.query_one(StatusBar).notice == notice
