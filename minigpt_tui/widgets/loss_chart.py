@@ -151,7 +151,6 @@ class LossChart(PlotextPlot):
         plt.clear_figure()
         plt.xlabel("global step")
         plt.ylabel(VIEWS[self.view][1])
-        plt.yscale("log" if self.log_scale else "linear")
         if not self.steps:
             plt.title("waiting for the first evaluation")
         elif self.view == "loss":
@@ -172,6 +171,7 @@ class LossChart(PlotextPlot):
         if not any(xs for xs, _, _ in series):
             plt.title(f"no loss to draw{' on a log scale' if self.log_scale else ''}: not finite, or not positive")
             return
+        plt.yscale("log" if self.log_scale else "linear")  # only with points: plotext fails to scale nothing
         for xs, ys, color in series:
             if xs:
                 plt.plot(xs, ys, marker="braille", color=color)
@@ -185,5 +185,6 @@ class LossChart(PlotextPlot):
         if not steps:
             plt.title("not recorded by this run (made before it was measured)")
             return
+        plt.yscale("log" if self.log_scale else "linear")
         plt.plot(steps, ys, marker="braille", color=FIGURE_COLOR)
         plt.xticks(step_ticks(steps[0], steps[-1]))
