@@ -123,8 +123,8 @@ class Evaluated(AtPosition):
     peak_mem_gb: float | None = None  # the most memory held so far: allocated on CUDA, resident (RSS) elsewhere
 
     def record(self) -> dict:
-        """One line of metrics.jsonl."""
-        return asdict(self)
+        """One line of metrics.jsonl; figures not measured (an older run's, or no memory figure) are left out."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
 
 
 @dataclass(frozen=True, kw_only=True)
