@@ -41,17 +41,23 @@ class TrainConfig:
     batch_size: int = 2  # sequences per micro-batch, in each process
     grad_accum: int = 1  # micro-batches per optimizer step: a step sees batch_size × grad_accum × processes
     lr: float = 4e-4
+    lr_schedule: str = "constant"  # or "cosine" (see core/schedule.py)
+    warmup_steps: int = 0  # linear warmup from 0 to `lr` over the first this many optimizer steps
+    min_lr: float | None = None  # cosine's floor at the run's last step; None = lr / 10
+    grad_clip: float | None = None  # clip the global gradient norm to this before each optimizer step; None = off
     weight_decay: float = 0.1
     eval_freq: int = 5  # evaluate every this many optimizer steps
     eval_batches: int = 5  # batches of train and of val data per evaluation (of a whole step: × grad_accum)
     seed: int = 123
     device: str = "auto"  # auto = cuda, then mps, then cpu
     data: str | None = None  # corpus file or directory; None = the bundled data/the-verdict.txt
+    text_field: str = "text"  # the field holding each document's text in .jsonl and .parquet corpora
     token_cache: str | None = None  # where large corpora are tokenized to; None = core.token_cache.default_cache_dir()
     dtype: str = "auto"  # of the forward pass: auto = bfloat16 autocast on a GPU that has it, else float32
     compile: bool = False  # torch.compile the model for training: faster steps on a GPU after a minute of compiling
     init: str | None = None  # pretrained weights to start from (a GPT-2 size or a model.safetensors); None = random
     out_dir: str = "results"
+    tensorboard: bool = False  # also write TensorBoard event files to out_dir/tensorboard
     sample_prompt: str = "Every effort moves you"
     sample_tokens: int = 50
     save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget

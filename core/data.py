@@ -1,6 +1,7 @@
 """The corpus: read it safely, split it 90/10 into train and val, and serve (input, target) windows.
 
-A corpus is one UTF-8 text file or a directory of them. Up to LARGE_CORPUS_BYTES it is read into memory and
+A corpus is one file or a directory of them: UTF-8 text (.txt), or documents in .jsonl or .parquet files (see
+core/documents.py). Up to LARGE_CORPUS_BYTES it is read into memory and
 trained in epochs over non-overlapping windows, shuffled each epoch; a larger one is tokenized once into the
 token cache (core/token_cache.py) and trained on windows starting at random places in it.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from core.documents import RECORD_SUFFIXES, CorpusError, is_record_file, read_documents
 from core.tokenizer import ASSETS, END_OF_TEXT, encode
 
 DEFAULT_CORPUS = ASSETS / "the-verdict.txt"  # the same file as the repo's data/the-verdict.txt
@@ -21,24 +23,25 @@ TRAIN_RATIO = 0.9
 LARGE_CORPUS_BYTES = 10_000_000
 
 
-class CorpusError(ValueError):
-    """The corpus cannot be trained on; the message names the file and what is wrong."""
+CORPUS_SUFFIXES = (".txt", *RECORD_SUFFIXES)
 
 
 def corpus_files(path: str | Path | None) -> list[Path]:
-    """The text files of a corpus: the file itself (the bundled story when `path` is None), or every `.txt` file
-    under a directory, in subdirectories too, in the order of their paths; hidden files and directories are
-    skipped."""
+    """The files of a corpus: the file itself (the bundled story when `path` is None), or every .txt, .jsonl and
+    .parquet file under a directory, in subdirectories too, in the order of their paths; hidden files and
+    directories are skipped."""
     path = Path(path) if path is not None else DEFAULT_CORPUS
     if not path.is_dir():
         return [_regular(path)]
     files = sorted(
         _regular(p)
-        for p in path.rglob("*.txt")
-        if not p.is_dir() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        for p in path.rglob("*")
+        if p.suffix.lower() in CORPUS_SUFFIXES
+        and not p.is_dir()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     if not files:
-        raise CorpusError(f"{path}: is a directory with no .txt files in it (nor in its subdirectories)")
+        raise CorpusError(f"{path}: is a directory with no .txt, .jsonl or .parquet files in it (nor below it)")
     return files
 
 
@@ -59,19 +62,25 @@ def is_large(files: list[Path]) -> bool:
         return False
 
 
-def read_corpus(path: str | Path | None) -> str:
+def read_corpus(path: str | Path | None, text_field: str = "text") -> str:
     """The corpus as text (the bundled story when `path` is None), or a CorpusError saying why not.
 
-    The files of a directory are joined with `<|endoftext|>` between them, as separate documents; empty ones
-    are skipped.
+    Its documents (each .txt file, each record of a .jsonl or .parquet file) are joined with `<|endoftext|>`
+    between them; empty ones are skipped.
     """
     path = Path(path) if path is not None else DEFAULT_CORPUS
-    if not path.is_dir():
+    if not path.is_dir() and not is_record_file(path):
         return _read_text(_regular(path))
-    texts = [text for f in corpus_files(path) if (text := _read_text(f, empty_ok=True))]
+    texts = [text for f in corpus_files(path) for text in _documents(f, text_field) if text]
     if not any(text.strip() for text in texts):
-        raise CorpusError(f"{path}: its .txt files are empty" + (" (only whitespace)" if texts else ""))
+        raise CorpusError(f"{path}: holds no text" + (" (only whitespace)" if texts else ""))
     return END_OF_TEXT.join(texts)
+
+
+def _documents(path: Path, text_field: str) -> list[str]:
+    if is_record_file(path):
+        return [text for text, _ in read_documents(path, text_field)]
+    return [_read_text(path, empty_ok=True)]
 
 
 def _read_text(path: Path, empty_ok: bool = False) -> str:

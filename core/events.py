@@ -116,10 +116,24 @@ class Evaluated(AtPosition):
     train_loss: float
     val_loss: float
     elapsed_s: float
+    # Of the step just done (None in the records of runs made before these were measured):
+    lr: float | None = None
+    grad_norm: float | None = None  # the global gradient norm, before any clipping
+    tokens_per_s: float | None = None  # since the previous evaluation (or this session's start)
+    peak_mem_gb: float | None = None  # the most memory held so far: allocated on CUDA, resident (RSS) elsewhere
 
     def record(self) -> dict:
-        """One line of metrics.jsonl."""
-        return asdict(self)
+        """One line of metrics.jsonl; figures not measured (an older run's, or no memory figure) are left out."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthNotice:
+    """Something about the run a person should look at (see core/health.py); training goes on."""
+
+    kind: str  # "overfitting" or "gradient spike"
+    global_step: int
+    message: str  # one line
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,8 @@ from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
 from core.resume import ResumeRefused, check_model_shape, flag, resumed_config
 from core.resume import help_text as resume_help
 from core.run import resolve_device
+from core.schedule import SCHEDULES
+from core.tensorboard import TensorBoardMissing, tensorboard_available
 from core.token_cache import CACHE_DIR_ENV, default_cache_dir
 
 DEFAULT_PRESET = "gpt2-124m"
@@ -31,6 +33,16 @@ def positive(kind):
         return value
 
     return parse
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def non_negative_int(text: str) -> int:
@@ -50,9 +62,14 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         metavar="PATH",
-        help="UTF-8 text file to train on, or a directory of .txt files (subdirectories included); above "
-        f"{LARGE_CORPUS_BYTES // 1_000_000} MB it is tokenized once into the token cache "
-        "(default: the bundled data/the-verdict.txt)",
+        help="UTF-8 text file to train on, a .jsonl or .parquet file of documents, or a directory of such files "
+        f"(subdirectories included); above {LARGE_CORPUS_BYTES // 1_000_000} MB it is tokenized once into the "
+        "token cache (default: the bundled data/the-verdict.txt)",
+    )
+    parser.add_argument(
+        "--text-field",
+        metavar="NAME",
+        help=f"the field (.jsonl) or column (.parquet) that holds each document's text (default: {d.text_field})",
     )
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--preset", choices=list(PRESETS), help=f"model size (default: {DEFAULT_PRESET})")
@@ -85,7 +102,28 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         help="add up the gradients of N micro-batches per optimizer step: a step sees batch size × N × processes "
         f"sequences (default: {d.grad_accum})",
     )
-    parser.add_argument("--lr", type=positive(float), help=f"AdamW learning rate (default: {d.lr})")
+    parser.add_argument(
+        "--lr", type=positive(float), help=f"AdamW learning rate; the peak, with a schedule (default: {d.lr})"
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=SCHEDULES,
+        help="constant, or cosine: decays from --lr after the warmup to --min-lr at the run's last step "
+        f"(default: {d.lr_schedule})",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=non_negative_int,
+        metavar="N",
+        help=f"raise the learning rate linearly from 0 to --lr over the first N steps (default: {d.warmup_steps})",
+    )
+    parser.add_argument("--min-lr", type=non_negative_float, metavar="LR", help="cosine's floor (default: --lr / 10)")
+    parser.add_argument(
+        "--grad-clip",
+        type=positive(float),
+        metavar="NORM",
+        help="clip the gradients' global norm to NORM before each optimizer step (default: off)",
+    )
     parser.add_argument(
         "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the model's)"
     )
@@ -118,6 +156,23 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         "(without it, such a run is refused: continue the earlier one with --resume instead)",
     )
     parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=parser.argument_default,  # None (not given), not store_true's False; SUPPRESS where the parser says
+        help="also write TensorBoard event files to OUT/tensorboard (needs: pip install 'minigpt-tui[tensorboard]')",
+    )
+    parser.add_argument(
+        "--sample-prompt",
+        metavar="TEXT",
+        help=f"the prompt of the sample after each epoch (default: {d.sample_prompt!r})",
+    )
+    parser.add_argument(
+        "--sample-tokens",
+        type=positive(int),
+        metavar="N",
+        help=f"tokens the sample after each epoch adds to its prompt (default: {d.sample_tokens})",
+    )
+    parser.add_argument(
         "--token-cache",
         metavar="DIR",
         help=f"where large corpora are tokenized to (default: ${CACHE_DIR_ENV}, else {default_cache_dir()})",
@@ -142,6 +197,10 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "batch_size": args.batch_size,
         "grad_accum": args.grad_accum,
         "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "warmup_steps": args.warmup_steps,
+        "min_lr": args.min_lr,
+        "grad_clip": args.grad_clip,
         "eval_freq": args.eval_freq,
         "eval_batches": args.eval_batches,
         "seed": args.seed,
@@ -149,8 +208,12 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "dtype": args.dtype,
         "compile": args.compile,
         "data": args.data,
+        "text_field": args.text_field,
         "init": args.init,
         "out_dir": args.out,
+        "tensorboard": args.tensorboard,
+        "sample_prompt": args.sample_prompt,
+        "sample_tokens": args.sample_tokens,
         "token_cache": args.token_cache,
         "save_every": args.save_every,
         "resume": args.resume,
@@ -171,6 +234,7 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         resolve_device(train_cfg.device)
     except ValueError as e:
         parser.error(str(e))
+    _check_schedule_and_extras(parser, train_cfg)
     if args.resume:
         return model_cfg, train_cfg
     if args.init:  # last, once the other flags are known to be good: this may download the weights
@@ -178,6 +242,20 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     args.preset = args.preset or DEFAULT_PRESET
     overrides = {"context_length": args.context_length} if args.context_length else {}
     return preset(args.preset, **overrides), train_cfg
+
+
+def _check_schedule_and_extras(parser: argparse.ArgumentParser, cfg: TrainConfig) -> None:
+    if cfg.min_lr is not None and cfg.lr_schedule != "cosine":
+        parser.error(f"--min-lr is cosine's floor: add --lr-schedule cosine (this run's schedule is {cfg.lr_schedule})")
+    if cfg.min_lr is not None and cfg.min_lr > cfg.lr:
+        parser.error(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the floor must be at or below the peak")
+    if not cfg.sample_prompt:
+        parser.error("--sample-prompt: give some text for the model to continue")
+    if cfg.tensorboard:
+        try:
+            tensorboard_available()
+        except TensorBoardMissing as e:
+            parser.error(str(e))
 
 
 def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context_length: int | None) -> GPTConfig:

@@ -18,17 +18,23 @@ MAY_CHANGE = {
     "eval_freq": "",
     "eval_batches": "",
     "save_every": "",
-    "lr": "",
+    "lr": "the schedule's peak from the next step on",
+    "grad_clip": "",
     "data": "the same text, in another place",
+    "text_field": "",
     "grad_accum": "as long as the micro-batches per step stay the same",
     "out_dir": "",
+    "tensorboard": "",
+    "sample_prompt": "",
+    "sample_tokens": "",
 }
 # Where and how fast the run computes belongs to the machine it continues on, not to the run: these may change
 # too, and default to TrainConfig's defaults, not to the checkpoint's.
 # --overwrite is about the output directory at hand: never inherited either.
 MACHINE_SETTINGS = ("device", "dtype", "compile", "token_cache", "overwrite")
-# A resumed run must keep these: they fix the data order and the position in it.
-KEPT = ("batch_size", "seed")
+# A resumed run must keep these: they fix the data order and the position in it, or the shape of the
+# learning-rate schedule.
+KEPT = ("batch_size", "seed", "lr_schedule", "warmup_steps", "min_lr")
 # The model's shape: `--preset` and `--context-length`, checked against the checkpoint's GPTConfig.
 MODEL_SHAPE = ("preset", "context_length")
 
@@ -103,10 +109,10 @@ def resumed_config(saved: TrainConfig, given: dict, path: str, progress: dict) -
 def check_kept(saved: dict, cfg: TrainConfig, path: str | Path) -> None:
     """A CheckpointError unless `cfg` keeps the checkpoint's settings in KEPT (`saved`: its train_config)."""
     for name in KEPT:
-        if saved.get(name) != getattr(cfg, name):
+        kept = saved.get(name, getattr(TrainConfig, name))  # older checkpoints: the default it had then
+        if kept != getattr(cfg, name):
             raise CheckpointError(
-                f"{path}: was trained with {name} {saved.get(name)}; a resumed run must keep it "
-                f"(asked for {getattr(cfg, name)})"
+                f"{path}: was trained with {name} {kept}; a resumed run must keep it (asked for {getattr(cfg, name)})"
             )
 
 

@@ -35,6 +35,7 @@ from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
 from core.precision import allow_tf32
 from core.pretrained import load_pretrained
+from core.tensorboard import TensorBoardMissing, TensorBoardWriter
 from core.token_cache import CACHE_DIR_ENV, cache_path, default_cache_dir, load_tokens, tokenize_files
 from core.trainer import Trainer, TrainingError, make_optimizer
 
@@ -72,6 +73,7 @@ class RunOutputs:
         self.checkpoint = self.dir / "last.pt"
         self.best = self.dir / "best.pt"
         self.status = self.dir / "status.json"
+        self.tensorboard = self.dir / "tensorboard"  # with --tensorboard: event files (core/tensorboard.py)
         self._status: dict = {}  # what status.json holds; empty until `prepare` has started the run's files
         self._last_step: StepDone | None = None
 
@@ -223,11 +225,14 @@ class TrainingRun:
         self.on_event = on_event
         self.control = control or TrainingControl()
         self.outputs = RunOutputs(train_cfg.out_dir)
+        self.tensorboard: TensorBoardWriter | None = None
         self.trainer: Trainer | None = None
 
     def _emit(self, event) -> None:
         if self.dist.is_main:
             self.outputs.record(event)
+            if self.tensorboard:
+                self.tensorboard.record(event)
             self.on_event(event)
 
     def _setup(self, device: torch.device) -> Trainer:
@@ -260,6 +265,10 @@ class TrainingRun:
         self.dist.seed_dropout(cfg.seed, trainer.global_step)
         if main:
             self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
+            if cfg.tensorboard:
+                self.tensorboard = TensorBoardWriter(
+                    self.outputs.tensorboard, trainer.global_step, trainer.history, trainer.sample_events()
+                )
         return trainer
 
     def _data_loaders(self) -> tuple[DataLoader, DataLoader]:
@@ -271,13 +280,13 @@ class TrainingRun:
         shares = dict(rank=dist.rank, world_size=dist.world_size, grad_accum=cfg.grad_accum)
         if is_large(files):
             return token_dataloaders(self._cached_tokens(files, source), context, batch, cfg.seed, source, **shares)
-        return create_dataloaders(read_corpus(cfg.data), context, batch, cfg.seed, source, **shares)
+        return create_dataloaders(read_corpus(cfg.data, cfg.text_field), context, batch, cfg.seed, source, **shares)
 
     def _cached_tokens(self, files: list[Path], source: str) -> torch.Tensor:
         """The corpus's tokens from the cache, tokenizing it first if it is not there yet (one process per machine
         does that while the others wait)."""
         cache_dir = Path(self.train_cfg.token_cache) if self.train_cfg.token_cache else default_cache_dir()
-        path = cache_path(files, Path(source), cache_dir)
+        path = cache_path(files, Path(source), cache_dir, self.train_cfg.text_field)
 
         def report(done_bytes: int, total_bytes: int, tokens: int) -> None:
             if self.control.stop_requested:
@@ -295,7 +304,7 @@ class TrainingRun:
 
         if self.dist.local_rank == 0 and not path.exists():
             try:
-                tokenize_files(files, path, report)
+                tokenize_files(files, path, report, text_field=self.train_cfg.text_field)
             except OSError as e:
                 raise OSError(
                     f"cannot write the token cache {path} ({e.strerror or e}); choose another place with "
@@ -320,7 +329,7 @@ class TrainingRun:
                 if self.dist.is_main:
                     claimed.enter_context(self.outputs.claim(self.train_cfg))
                 result = self._train()
-            except (CorpusError, TrainingError, ValueError, OSError) as e:
+            except (CorpusError, TrainingError, TensorBoardMissing, ValueError, OSError) as e:
                 result = Failed(message=str(e))
             except torch.cuda.OutOfMemoryError:
                 if self.trainer is not None:
@@ -337,6 +346,8 @@ class TrainingRun:
                 with contextlib.suppress(Exception):  # on a full disk matplotlib may fail in many ways
                     self._save_plot()  # the curve so far is still worth having; the checkpoint is left as it was
             self._emit(result)
+            if self.tensorboard:
+                self.tensorboard.close()
             return result
 
     def _train(self) -> Finished:

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data import CorpusError
+from core.documents import CorpusError, is_record_file, read_documents
 from core.fileio import atomic_write
 from core.tokenizer import END_OF_TEXT, GPT2_RANKS_SHA256, gpt2_tokenizer
 
 CACHE_DIR_ENV = "MINIGPT_TUI_TOKEN_CACHE"
 # Names what goes into a cache file besides the text and the tokenizer; change it when that changes.
-FORMAT = "minigpt-tui tokens 1: uint16, <|endoftext|> between files"
+FORMAT = "minigpt-tui tokens 1: uint16, <|endoftext|> between files"  # and between the records of .jsonl/.parquet
 READ_BYTES = 8 << 20
 CHUNK_CHARS = 1 << 20  # text per tokenizer call; the calls run on several threads
 # Where text can be cut without changing its tokens: after a line break that has a non-space character on either
@@ -40,9 +40,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minigpt-tui" / "tokens"
 
 
-def cache_path(files: list[Path], root: Path, cache_dir: Path) -> Path:
+def cache_path(files: list[Path], root: Path, cache_dir: Path, text_field: str = "text") -> Path:
     """Where the tokens of these files (the corpus `root`: one of them, or their directory) are cached."""
     digest = hashlib.sha256(f"{FORMAT}\0{GPT2_RANKS_SHA256}\0".encode())
+    if any(is_record_file(f) for f in files):  # the field read from each record is part of the text
+        digest.update(f"text field {text_field}\0".encode())
     for f in files:
         name = f.relative_to(root).as_posix() if root.is_dir() else ""  # a renamed single file is the same corpus
         digest.update(f"{name}\0{_file_sha256(f)}\0".encode())
@@ -58,9 +60,14 @@ def _file_sha256(path: Path) -> str:
 
 
 def tokenize_files(
-    files: list[Path], path: Path, on_progress: Progress | None = None, threads: int | None = None
+    files: list[Path],
+    path: Path,
+    on_progress: Progress | None = None,
+    threads: int | None = None,
+    text_field: str = "text",
 ) -> int:
-    """Tokenize the files into `path` as uint16 ids, `<|endoftext|>` between files; returns the number of tokens.
+    """Tokenize the files into `path` as uint16 ids, `<|endoftext|>` between documents (files, and the records of
+    .jsonl and .parquet files: their `text_field`); returns the number of tokens.
 
     The text is read and tokenized in pieces, on `threads` threads (default: one per CPU this process may use),
     so memory stays small whatever the corpus's size; the tokens are those of the whole text at once.
@@ -72,7 +79,7 @@ def tokenize_files(
     tokens = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as out:
-        for pieces, done_bytes in _batches(_corpus_pieces(files), threads * 2):
+        for pieces, done_bytes in _batches(_corpus_pieces(files, text_field), threads * 2):
             for ids in tokenizer.encode_batch(pieces, num_threads=threads, allowed_special={END_OF_TEXT}):
                 out.write(np.array(ids, dtype=np.uint16).tobytes())
                 tokens += len(ids)
@@ -93,24 +100,40 @@ def load_tokens(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.memmap(path, dtype=np.uint16, mode="c"))
 
 
-def _corpus_pieces(files: list[Path]) -> Iterator[tuple[str, int]]:
+def _corpus_pieces(files: list[Path], text_field: str) -> Iterator[tuple[str, int]]:
     """The corpus's text in pieces of about CHUNK_CHARS characters, with the bytes of the corpus read so far.
-    Each file after the first starts with `<|endoftext|>` (the tokenizer makes it the special token); empty files
-    are skipped."""
+    Each document after the first starts with `<|endoftext|>` (the tokenizer makes it the special token); empty
+    ones are skipped."""
     done_bytes, started = 0, False
     for f in files:
-        separator = END_OF_TEXT if started else ""
-        for text, file_bytes in _file_pieces(f):
+        pieces = _record_pieces(f, text_field) if is_record_file(f) else _file_pieces(f)
+        for text, file_bytes, new_document in pieces:
+            separator = END_OF_TEXT if started and new_document else ""
             yield separator + text, done_bytes + file_bytes
-            separator, started = "", True
+            started = True
         done_bytes += f.stat().st_size
 
 
-def _file_pieces(path: Path) -> Iterator[tuple[str, int]]:
-    """One file's text in pieces cut at SAFE_CUT points, with the bytes of the file read so far; a CorpusError
-    naming the file if it is binary or not UTF-8."""
+def _record_pieces(path: Path, text_field: str) -> Iterator[tuple[str, int, bool]]:
+    """A .jsonl or .parquet file's documents, several to a piece of about CHUNK_CHARS characters (the tokenizer
+    starts afresh at `<|endoftext|>`, so cutting before one changes no token), with the bytes read so far."""
+    text, read = "", 0
+    for document, read in read_documents(path, text_field):
+        if not document:
+            continue
+        text += END_OF_TEXT + document if text else document
+        if len(text) >= CHUNK_CHARS:
+            yield text, read, True
+            text = ""
+    if text:
+        yield text, read, True
+
+
+def _file_pieces(path: Path) -> Iterator[tuple[str, int, bool]]:
+    """One file's text in pieces cut at SAFE_CUT points, with the bytes of the file read so far and whether the
+    piece starts the file; a CorpusError naming the file if it is binary or not UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    text, read, searched, at_start = "", 0, CHUNK_CHARS, True
+    text, read, searched, at_start, first = "", 0, CHUNK_CHARS, True, True
     with _open(path) as f:
         while True:
             block = f.read(READ_BYTES)
@@ -126,13 +149,13 @@ def _file_pieces(path: Path) -> Iterator[tuple[str, int]]:
                 text, at_start = text.removeprefix("\ufeff"), False  # a byte order mark is not text
             read += len(block)
             while len(text) > CHUNK_CHARS and (cut := SAFE_CUT.search(text, searched)):
-                yield text[: cut.start()], read
-                text, searched = text[cut.start() :], CHUNK_CHARS
+                yield text[: cut.start()], read, first
+                text, searched, first = text[cut.start() :], CHUNK_CHARS, False
             searched = max(searched, len(text) - 1)  # no safe cut before here: don't search it again
             if not block:
                 break
     if text:
-        yield text, read
+        yield text, read, first
 
 
 def _batches(pieces: Iterator[tuple[str, int]], size: int) -> Iterator[tuple[list[str], int]]:

@@ -18,7 +18,7 @@ from typing import cast
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils import get_total_norm
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 from torch.utils.data import DataLoader, DistributedSampler
 
 from core.checkpoint import (
@@ -37,9 +37,12 @@ from core.distributed import Distributed, gradient_sync
 from core.events import CheckpointSaved, EpochSampled, Evaluated, Position, RunStarted, StateChanged, StepDone
 from core.fileio import atomic_link
 from core.generate import generate
+from core.health import HealthMonitor
+from core.memory import peak_memory_gb
 from core.model import GPTModel
 from core.precision import autocast, compute_dtype
 from core.resume import check_kept, check_same_batches
+from core.schedule import LRSchedule
 from core.tokenizer import encode, token_ids_to_text
 
 
@@ -119,6 +122,10 @@ class Trainer:
         self.weights_lock = threading.Lock()
         self.steps_per_epoch = len(train_loader) // cfg.grad_accum
         self.epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / self.steps_per_epoch)
+        # The learning rate of each step. Its length is fixed when the run starts: a resumed run keeps it, also
+        # when it is given more epochs or steps (cosine then stays at its floor past the original last step).
+        self.schedule = self._schedule(cfg.max_steps or self.epochs * self.steps_per_epoch)
+        self.health = HealthMonitor()
         # Progress, counted as checkpoints count it (see core.events.Position): `epoch` is the 0-based epoch in
         # progress, `step` the steps done in it.
         self.epoch = 0
@@ -129,6 +136,7 @@ class Trainer:
         self.history: list[dict] = []  # metrics.jsonl records
         self.samples: list[str] = []  # one per epoch
         self.best_val_loss = math.inf
+        self.lr, self.grad_norm = cfg.lr, math.nan  # of the latest step; grad_norm before clipping
         self.last_saved: CheckpointSaved | None = None  # the latest last.pt: written, or resumed from
         self.best_saved: CheckpointSaved | None = None  # the latest best.pt written
         # The best evaluation's state (global step, a copy of state_dict()), kept in memory until best.pt holds it:
@@ -138,6 +146,7 @@ class Trainer:
         self._writer = BackgroundWriter()  # writes periodic checkpoints while training goes on
         self._clock_start, self._paused_s = time.perf_counter(), 0.0
         self._session_tokens, self._session_step_s = 0, 0.0  # for tokens/s since this process started training
+        self._rate_since = (0, 0.0)  # (tokens_seen, elapsed()) at the previous evaluation, for its tokens/s
         self._save_s, self._saved_at = 0.0, 0.0  # how long the last save took, and when it ended
 
     def run(self) -> bool:
@@ -145,6 +154,7 @@ class Trainer:
         self.model.train()
         self._clock_start, self._paused_s = time.perf_counter(), 0.0
         self._session_tokens, self._session_step_s = 0, 0.0
+        self._rate_since = (self.tokens_seen, self.elapsed())
         self.emit(
             RunStarted(
                 device=str(self.device),
@@ -211,8 +221,16 @@ class Trainer:
     def elapsed(self) -> float:
         return self.elapsed_s + time.perf_counter() - self._clock_start - self._paused_s
 
+    def _schedule(self, total_steps: int) -> LRSchedule:
+        cfg = self.cfg
+        min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+        return LRSchedule(cfg.lr_schedule, cfg.lr, cfg.warmup_steps, min_lr, total_steps)
+
     def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         started = time.perf_counter()
+        self.lr = self.schedule(self.global_step + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
         loss: torch.Tensor | float = 0.0
         for i, (inputs, targets) in enumerate(micro_batches):
@@ -230,9 +248,12 @@ class Trainer:
         self._finite_step = self.global_step  # the weights this step started from are sound
         # A finite loss can still give non-finite gradients (an overflow in the backward pass); one norm over all
         # of them catches that before the optimizer spreads it into every weight.
-        self._check_finite(
-            "gradient norm", float(get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None]))
-        )
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        total_norm = get_total_norm([cast(torch.Tensor, p.grad) for p in params])
+        self.grad_norm = float(total_norm)
+        self._check_finite("gradient norm", self.grad_norm)
+        if self.cfg.grad_clip is not None:
+            clip_grads_with_norm_(params, self.cfg.grad_clip, total_norm)
         with self.weights_lock:
             self.optimizer.step()
             self.step += 1
@@ -251,6 +272,8 @@ class Trainer:
                 tokens_per_s=tokens_per_s,
             )
         )
+        if notice := self.health.step_done(self.global_step, self.grad_norm, self.cfg.grad_clip):
+            self.emit(notice)
 
     def _check_finite(self, what: str, value: float) -> None:
         if not math.isfinite(value):
@@ -302,12 +325,19 @@ class Trainer:
                 f"a val loss of {val_loss}; training stopped, and they were not saved."
             )
         self._finite_step = self.global_step
+        elapsed = self.elapsed()
+        tokens_since, elapsed_since = self._rate_since
+        self._rate_since = (self.tokens_seen, elapsed)
         event = Evaluated(
             **self.position().fields(),
             tokens_seen=self.tokens_seen,
             train_loss=train_loss,
             val_loss=val_loss,
-            elapsed_s=self.elapsed(),
+            elapsed_s=elapsed,
+            lr=self.lr,
+            grad_norm=self.grad_norm,
+            tokens_per_s=(self.tokens_seen - tokens_since) / max(elapsed - elapsed_since, 1e-9),
+            peak_mem_gb=peak_memory_gb(self.device),
         )
         self.history.append(event.record())
         if val_loss < self.best_val_loss:
@@ -315,6 +345,14 @@ class Trainer:
             if self.best_path is not None:
                 self._best = (self.global_step, copy_state(self.state_dict()))
         self.emit(event)
+        if notice := self.health.evaluated(event.record(), self._best_saved()):
+            self.emit(notice)
+
+    def _best_saved(self) -> tuple[int, float] | None:
+        """best.pt's (global step, val loss), if one was saved: the evaluation whose val loss it recorded."""
+        return next(
+            ((r["global_step"], r["val_loss"]) for r in self.history if r["val_loss"] == self.best_val_loss), None
+        )
 
     def sample(self) -> str:
         """The prompt and its greedy continuation from the current weights."""
@@ -477,6 +515,8 @@ class Trainer:
             # its first epoch cannot tell its epoch length from its position.
             "steps_per_epoch": self.steps_per_epoch,
             "epochs": self.epochs,
+            "schedule_steps": self.schedule.total_steps,
+            "recent_grad_norms": list(self.health.grad_norms),
         }
         return {
             "model": self.model.state_dict(),
@@ -493,7 +533,7 @@ class Trainer:
         """Continue the run saved in `ckpt` (read from `path`); call before `run()`.
 
         The model shape, the data and what core/resume.py keeps must be the checkpoint's; the learning rate may
-        differ (it is applied to the restored optimizer).
+        differ (it becomes the schedule's peak from the next step on).
         """
         check_resumable(ckpt, path)
         saved_cfg, progress = ckpt["train_config"], ckpt["progress"]
@@ -510,12 +550,12 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{path}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr
+        self.schedule = self._schedule(progress.get("schedule_steps", self.schedule.total_steps))
         self.epoch, self.step, self.global_step = progress["epoch"], progress["step"], progress["global_step"]
         self.tokens_seen, self.elapsed_s = progress["tokens_seen"], progress["elapsed_s"]
         self.best_val_loss = progress["best_val_loss"]
         self.history, self.samples = list(ckpt["history"]), list(ckpt["samples"])
+        self.health = HealthMonitor(self.history, progress.get("recent_grad_norms", ()))
         self.last_saved = CheckpointSaved(path=str(path), global_step=self.global_step)
         try:
             restore_rng_states(ckpt["rng"])  # last: nothing may draw from the streams before training does

@@ -32,7 +32,7 @@ async def capture(checkpoint: Path, layer: int, head: int | None, text: str | No
     opened = OpenedCheckpoint.load(checkpoint, "cpu")
     app = MiniGPTApp(OpenedRun(opened, checkpoint.parent, "tiny"))
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("tab", "v")
+        await pilot.press("tab", "x")
         pane = app.query_one(InspectPane)
         if text:
             pane.query_one("#inspect-text", Input).value = text

@@ -24,6 +24,7 @@ from core.events import (
     Evaluated,
     Failed,
     Finished,
+    HealthNotice,
     Restarted,
     RunStarted,
     StateChanged,
@@ -64,13 +65,15 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("t", "show_pane('chat-tab')", "Chat", tooltip="Show the next tab: the samples, the chat, inspect"),
         Binding("t", "show_pane('inspect-tab')", "Inspect", tooltip="Show the next tab"),
         Binding("t", "show_pane('samples-tab')", "Samples", tooltip="Show the next tab"),
-        Binding("v", "inspect", "Inspect", show=False, tooltip="Look inside the model: tokens, attention, logit lens"),
+        Binding("x", "inspect", "Inspect", show=False, tooltip="Look inside the model: tokens, attention, logit lens"),
         Binding("escape", "stop_reply", "Stop reply", tooltip="Stop the chat's reply, and drop the prompts waiting"),
         Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics, plot; exit"),
         # Textual binds ctrl+c to copy; in a training tool people press it to quit.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Same as q"),
         Binding("f1,question_mark", "help", "Help", tooltip="Show this list of keys"),
-        Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the loss chart's log-scale y axis"),
+        Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the chart's log-scale y axis"),
+        Binding("v", "next_chart_view", "View", tooltip="Chart: loss, learning rate, gradient norm, tokens/s in turn"),
+        Binding("e", "toggle_smoothing", "Smooth", show=False, tooltip="Toggle the smoothed (EMA) train loss line"),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
         Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
         Binding(
@@ -244,6 +247,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
                 self.forget_run()
             case Unreadable():
                 self.notify(event.message, severity="error", timeout=15, markup=False)
+            case HealthNotice():
+                self.notify(event.message, title="Is the run healthy?", severity="warning", timeout=20, markup=False)
 
     def run_started(self, event: RunStarted) -> None:
         self.steps_per_epoch = event.steps_per_epoch
@@ -312,6 +317,18 @@ class MiniGPTApp(App[Finished | Failed | None]):
 
     def action_toggle_log_scale(self) -> None:
         self.query_one(LossChart).toggle_log_scale()
+
+    def action_next_chart_view(self) -> None:
+        self.query_one(LossChart).next_view()
+
+    def action_chart_view(self, view: str) -> None:
+        self.query_one(LossChart).show_view(view)
+
+    def action_toggle_smoothing(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.toggle_smoothing()
+        if chart.view != "loss":
+            chart.show_view("loss")  # the smoothed line is the train loss's
 
     def action_save_checkpoint(self) -> None:
         if not self.training:

@@ -91,6 +91,11 @@ def loss(value) -> float:
     return math.nan if value is None else number(value, finite=False)
 
 
+def figure(value) -> float | None:
+    """One of the figures metrics.jsonl gained later (lr, grad_norm, ...): older runs' records lack them."""
+    return None if value is None else number(value)
+
+
 def evaluation_from(line: str) -> Evaluated | None:
     """The evaluation a metrics.jsonl line records; None for a line that is not one (damaged, or foreign).
     Losses may be non-finite (a run whose loss blew up logs it)."""
@@ -104,6 +109,10 @@ def evaluation_from(line: str) -> Evaluated | None:
             train_loss=loss(record["train_loss"]),
             val_loss=loss(record["val_loss"]),
             elapsed_s=number(record["elapsed_s"]),
+            lr=figure(record.get("lr")),
+            grad_norm=figure(record.get("grad_norm")),
+            tokens_per_s=figure(record.get("tokens_per_s")),
+            peak_mem_gb=figure(record.get("peak_mem_gb")),
         )
     except (ValueError, TypeError, KeyError, RecursionError):
         return None

@@ -1,7 +1,9 @@
 """Small helpers for tests that train: the cheapest model, a run that can be stopped or 'killed' on cue, and a
 trainer whose optimizer steps are slow enough to catch anyone reading the weights halfway through one."""
 
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -42,6 +44,16 @@ def train(cfg, stop_after_step=None, crash_after_saving=None, model_cfg=TINY16):
 
 def of(events, kind):
     return [e for e in events if isinstance(e, kind)]
+
+
+# Figures of metrics.jsonl that measure the machine, not the training: no two runs share them.
+MEASURED = ("elapsed_s", "tokens_per_s", "peak_mem_gb")
+
+
+def run_metrics(out_dir) -> list[dict]:
+    """metrics.jsonl without the figures that measure the machine."""
+    lines = (Path(out_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in MEASURED} for line in lines]
 
 
 class OneParameterAtATime:

@@ -41,7 +41,12 @@ def test_train_writes_the_seed_log_and_all_outputs(tmp_path, small_corpus):
     assert (run / "loss_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == len(log)
-    assert set(records[0]) == {"epoch", "step", "global_step", "tokens_seen", "train_loss", "val_loss", "elapsed_s"}
+    assert set(records[0]) == {"epoch", "step", "global_step", "tokens_seen", "train_loss", "val_loss", "elapsed_s"} | {
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "peak_mem_gb",
+    }
     assert (run / "samples.txt").read_text().count("Every effort moves you") == 2
     assert json.loads((run / "config.json").read_text())["model"]["context_length"] == 32
     model, ckpt = load_model(run / "last.pt")
@@ -73,6 +78,13 @@ def test_default_corpus_is_found_from_any_directory(tmp_path):
         (["--device", "tpu"], "argument --device: invalid choice"),
         (["--grad-accum", "0"], "argument --grad-accum: must be greater than 0"),
         (["--epochs", "2", "--max-steps", "9"], "argument --max-steps: not allowed with argument --epochs"),
+        (["--lr-schedule", "linear"], "argument --lr-schedule: invalid choice"),
+        (["--warmup-steps", "-5"], "argument --warmup-steps: must be 0 or more"),
+        (["--grad-clip", "0"], "argument --grad-clip: must be greater than 0"),
+        (["--min-lr", "1e-5"], "--min-lr is cosine's floor: add --lr-schedule cosine"),
+        (["--lr-schedule", "cosine", "--min-lr", "1e-3"], "--min-lr 0.001 is above --lr 0.0004"),
+        (["--sample-prompt", ""], "--sample-prompt: give some text"),
+        (["--sample-tokens", "0"], "argument --sample-tokens: must be greater than 0"),
     ],
 )
 def test_bad_flags_fail_fast_with_exit_2(flags, message, capsys):
@@ -344,3 +356,16 @@ def test_bad_sampling_flags_exit_2_before_loading_anything(flags, message, capsy
         main(["generate", "hi", "--checkpoint", "missing.pt", *flags])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_tensorboard_without_its_package_is_one_line_saying_how_to_install_it(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # importing it now raises ImportError
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--tensorboard", "--device", "cpu"])
+    assert exit_.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("--tensorboard needs the tensorboard package: pip install 'minigpt-tui[tensorboard]'")
+    )

@@ -1,12 +1,11 @@
 """Resuming a run from its checkpoint: exactly where it stopped, with the same data order, RNG and history."""
 
-import json
 import math
 from dataclasses import asdict, replace
 
 import pytest
 import torch
-from helpers import TINY16, of, train
+from helpers import TINY16, of, run_metrics, train
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.events import Failed, Finished, RunStarted, StepDone
@@ -19,10 +18,7 @@ def losses(events):
     return [e.loss for e in events if isinstance(e, StepDone)]
 
 
-def metrics(out_dir):
-    """metrics.jsonl without the wall-clock times, which no two runs share."""
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in lines]
+metrics = run_metrics
 
 
 def assert_same_training_state(a, b):
@@ -167,6 +163,8 @@ def exit_for(capsys, *argv) -> tuple[int, str]:
         (["--context-length", "32"], "--context-length 32: CKPT has context length 16; a resumed run keeps it"),
         (["--batch-size", "4"], "--batch-size 4: CKPT was trained with 2; a resumed run keeps it"),
         (["--seed", "7"], "--seed 7: CKPT was trained with 123; a resumed run keeps it"),
+        (["--lr-schedule", "cosine"], "--lr-schedule cosine: CKPT was trained with constant; a resumed run keeps it"),
+        (["--warmup-steps", "10"], "--warmup-steps 10: CKPT was trained with 0; a resumed run keeps it"),
     ],
 )
 def test_flags_that_would_change_the_model_or_data_order_are_refused(stopped_run, capsys, flags, message):
@@ -201,6 +199,10 @@ def test_flags_that_may_change_on_resume_do_and_the_rest_comes_from_the_checkpoi
         str(tmp_path),
     )
     assert (cfg.dtype, cfg.compile) == ("bfloat16", True)
+
+    changes = ["--grad-clip", "1", "--sample-prompt", "Once", "--sample-tokens", "9", "--text-field", "body"]
+    (_, cfg), _ = configs_for("--resume", str(stopped_run), *changes)
+    assert (cfg.grad_clip, cfg.sample_prompt, cfg.sample_tokens, cfg.text_field) == (1.0, "Once", 9, "body")
 
 
 def test_a_resumed_run_picks_device_and_precision_anew(stopped_run, tmp_path):

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from helpers import run_metrics
 
 from core.checkpoint import load_checkpoint
 
@@ -79,8 +80,4 @@ def test_after_sigkill_the_last_checkpoint_resumes_to_the_uninterrupted_result(t
     expected, got = (load_checkpoint(tmp_path / d / "last.pt") for d in ("reference", "run"))
     assert all(torch.equal(expected["model"][name], got["model"][name]) for name in expected["model"])
 
-    def metrics(d):
-        lines = (tmp_path / d / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in lines]
-
-    assert metrics("run") == metrics("reference")
+    assert run_metrics(tmp_path / "run") == run_metrics(tmp_path / "reference")

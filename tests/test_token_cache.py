@@ -65,9 +65,9 @@ def test_the_cache_is_keyed_by_the_content_not_the_place(corpus_dir, tmp_path):
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({}, "is a directory with no .txt files in it"),
-        ({"notes.md": b"text"}, "is a directory with no .txt files in it"),
-        ({"a.txt": b"", "b.txt": b"\n  \n"}, "its .txt files are empty (only whitespace)"),
+        ({}, "is a directory with no .txt, .jsonl or .parquet files in it"),
+        ({"notes.md": b"text"}, "is a directory with no .txt, .jsonl or .parquet files in it"),
+        ({"a.txt": b"", "b.txt": b"\n  \n"}, "holds no text (only whitespace)"),
         ({"a.txt": b"fine", "sub/b.txt": b"\x89PNG\r\n\x1a\n\x00\x00"}, "sub/b.txt: looks like a binary file"),
         ({"a.txt": b"fine", "sub/b.txt": "caf\u00e9".encode("latin-1")}, "sub/b.txt: is not UTF-8 text"),
     ],

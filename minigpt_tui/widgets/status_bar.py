@@ -6,7 +6,7 @@ import time
 from textual.content import Content
 from textual.widget import Widget
 
-from core.events import Evaluated, Failed, Position, Restarted, RunStarted, StateChanged, StepDone
+from core.events import Evaluated, Failed, HealthNotice, Position, Restarted, RunStarted, StateChanged, StepDone
 from minigpt_tui.text import clock, compact
 
 # state -> how it looks; "pausing"/"resuming"/"stopping" show that a request waits for the next step boundary
@@ -59,6 +59,7 @@ class StatusBar(Widget):
         self._last_step_at = 0.0  # monotonic time the last StepDone arrived, to run the clock between steps
         self.best_val: tuple[float, int] | None = None  # (loss, global step)
         self.error: str | None = None
+        self.notice: HealthNotice | None = None  # the latest health notice, shown until the next one
         if self.is_mounted:
             self._changed()
 
@@ -77,6 +78,8 @@ class StatusBar(Widget):
                 self.failed(event.message or None)  # a followed run says why it failed
             case Failed():
                 self.failed(event.message)
+            case HealthNotice():
+                self.health_notice(event)
             case Restarted():
                 self.clear()
 
@@ -97,6 +100,10 @@ class StatusBar(Widget):
             return
         if self.best_val is None or event.val_loss < self.best_val[0]:
             self.best_val = (event.val_loss, event.global_step)
+        self._changed()
+
+    def health_notice(self, notice: HealthNotice) -> None:
+        self.notice = notice
         self._changed()
 
     def failed(self, message: str | None) -> None:
@@ -146,6 +153,8 @@ class StatusBar(Widget):
 
     def lines(self, width: int) -> list[Content]:
         lines = pack(self.items(), width)
+        if self.notice:
+            lines += Content.styled(f"⚠ {self.notice.message}", "$text-warning").wrap(width)
         if self.error:
             lines += Content.styled(self.error, "$text-error").wrap(width)
         return lines

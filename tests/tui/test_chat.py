@@ -107,7 +107,7 @@ async def test_prompts_and_replies_are_shown_literally(make_app, monkeypatch):
 async def test_chat_before_training_starts_while_paused_and_after_it_finishes(make_app, monkeypatch):
     set_up = threading.Event()
     read_corpus = core_run.read_corpus
-    monkeypatch.setattr(core_run, "read_corpus", lambda path: set_up.wait(60) and read_corpus(path))
+    monkeypatch.setattr(core_run, "read_corpus", lambda *args: set_up.wait(60) and read_corpus(*args))
     app = make_app()
     async with app.run_test() as pilot:
         await send(pilot, "Every effort moves you")  # the model does not exist yet

@@ -12,7 +12,7 @@ from minigpt_tui.widgets.inspect_pane import InspectPane
 async def test_keys_move_the_selected_token_layer_and_head(trained_checkpoint, tmp_path):
     app = chat_only_app(trained_checkpoint, tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("tab", "v")  # leave the prompt box, open the Inspect tab
+        await pilot.press("tab", "x")  # leave the prompt box, open the Inspect tab
         pane = app.query_one(InspectPane)
         await wait_for(pilot, lambda: pane.shown is not None, "the first inspection")
         shown = pane.shown
@@ -46,7 +46,7 @@ async def test_keys_move_the_selected_token_layer_and_head(trained_checkpoint, t
 async def test_the_view_follows_the_weights_of_each_evaluation(make_app):
     app = make_app(paused=True, max_steps=4)  # evaluates at steps 2 and 4
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("v")
+        await pilot.press("x")
         pane = app.query_one(InspectPane)
         await wait_for(pilot, lambda: pane.shown is not None, "the first inspection")
         assert pane.shown.weights == "untrained weights"
@@ -86,7 +86,7 @@ async def test_the_chat_tints_each_reply_token_by_its_probability(trained_checkp
 async def test_attached_to_a_run_it_inspects_the_run_newest_checkpoint(trained_checkpoint):
     app = attached_app(trained_checkpoint.parent)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("v")
+        await pilot.press("x")
         pane = app.query_one(InspectPane)
         await wait_for(pilot, lambda: pane.shown is not None, "the first inspection")
         assert pane.shown.weights == "last.pt, end of epoch 2 (step 20)"
@@ -96,6 +96,6 @@ async def test_attached_to_a_run_it_inspects_the_run_newest_checkpoint(trained_c
 async def test_attached_before_the_run_saves_a_checkpoint_it_says_so(tmp_path):
     app = attached_app(tmp_path / "not-yet")
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("v")
+        await pilot.press("x")
         status = app.query_one("#inspect-status", Static)
         await wait_for(pilot, lambda: "No checkpoint yet" in str(status.render()), "the reason")

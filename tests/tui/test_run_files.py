@@ -74,7 +74,14 @@ def test_a_line_that_is_not_an_evaluation_is_skipped(text):
 
 
 def test_an_evaluation_line_with_extra_fields_still_reads():
-    assert evaluation_from(line(lr=3e-4)) == Evaluated(**RECORD)
+    assert evaluation_from(line(comment="x")) == Evaluated(**RECORD)
+
+
+def test_the_figures_beside_the_losses_are_read_and_older_lines_without_them_still_are():
+    figures = {"lr": 3e-4, "grad_norm": 0.9, "tokens_per_s": 310.0, "peak_mem_gb": None}  # no memory figure: null
+    assert evaluation_from(line(**figures)) == Evaluated(**RECORD, **figures)
+    assert evaluation_from(line()).lr is None
+    assert evaluation_from(line(lr="fast")) is None
 
 
 def test_samples_span_lines_and_complete_on_the_next_header_or_a_quiet_read(tmp_path):
