@@ -39,8 +39,10 @@ class WeightsVersion:
         return f"epoch {self.epoch + 1}, step {self.step} (step {self.global_step} overall)"
 
 
-def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPTModel:
+def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> GPTModel:
     """A model to copy weights into and generate from: eval mode (no dropout), no gradients. Build it once.
+
+    Its weights are kept in `dtype` (see `core.precision.inference_dtype`): copying converts them.
 
     Its weights are left uninitialised, so copy some in (`snapshot`, `copy_weights`) before generating. Random
     initialisation would be overwritten anyway, took seconds for gpt2-124m, and drew from torch's global
@@ -49,7 +51,7 @@ def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPTMo
     """
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         model = GPTModel(cfg)
-    model = model.to_empty(device=device)
+    model = model.to(dtype).to_empty(device=device)
     if cfg.tie_weights:  # to_empty gives every module a tensor of its own
         model.out_head.weight = model.tok_emb.weight
     return model.eval().requires_grad_(False)

@@ -11,6 +11,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -22,6 +23,7 @@ from core import events
 from core.config import GPTConfig, TrainConfig
 from core.control import TrainingControl
 from core.plotting import save_loss_plot
+from core.precision import inference_dtype
 from core.run import RunOutputs
 from minigpt_tui import messages
 from minigpt_tui.chat import FixedWeights, TrainerWeights, save_conversation
@@ -94,9 +96,11 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         preset_name: str = "",
         checkpoint: OpenedCheckpoint | None = None,
         attached: RunFollower | None = None,
+        chat_dtype: str = "float32",
     ) -> None:
         super().__init__()
         self.model_cfg, self.train_cfg = model_cfg, train_cfg
+        self.chat_dtype = chat_dtype  # of the chat's copy of the weights: see core.precision.inference_dtype
         self.checkpoint = checkpoint  # chat only
         self.attached = attached  # a run followed through its files
         self.attached_state = "waiting"  # what the attached run's files say
@@ -142,8 +146,9 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         if self.attached:
             self.show_title(f"attached to {self.attached.dir}")
             self.show_state()
+            device = self.train_cfg.device
             self.query_one(ChatPane).use_weights(
-                LatestCheckpoint(self.attached.outputs.checkpoint, self.train_cfg.device)
+                LatestCheckpoint(self.attached.outputs.checkpoint, device, self.inference_dtype(device))
             )
             start_following(self, self.attached)
             return
@@ -158,7 +163,8 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
             self.query_one(StatusBar).step_done(checkpoint.last_step)
             self.query_one(RunProgress).step_done(checkpoint.last_step)
         self.show_state()
-        self.query_one(ChatPane).use_weights(FixedWeights(checkpoint.model, checkpoint.weights_label()))
+        dtype = self.inference_dtype(checkpoint.device)
+        self.query_one(ChatPane).use_weights(FixedWeights(checkpoint.model, checkpoint.weights_label(), dtype))
         self.action_focus_prompt()
 
     def quit_on_hangup(self) -> None:
@@ -238,7 +244,12 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         resumed = f"resumed from {self.train_cfg.resume}" if self.train_cfg.resume else ""
         self.show_run(message.event, resumed)
         self.show_state()
-        self.query_one(ChatPane).use_weights(TrainerWeights(self.training_run.trainer, self.train_cfg.init))
+        trainer = self.training_run.trainer
+        dtype = self.inference_dtype(trainer.device)
+        self.query_one(ChatPane).use_weights(TrainerWeights(trainer, self.train_cfg.init, dtype))
+
+    def inference_dtype(self, device) -> torch.dtype:
+        return inference_dtype(self.chat_dtype, torch.device(device))
 
     def show_run(self, event: events.RunStarted, *details: str) -> None:
         """The run's figures, and what it did before (a resumed run's, a checkpoint's), in every panel."""

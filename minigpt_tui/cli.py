@@ -9,10 +9,13 @@ from core.config import TrainConfig, preset_name
 from core.distributed import from_environment
 from core.events import Failed, Finished
 from core.generate import check_sampling, generate, prepare_prompt
+from core.precision import DTYPES, inference_dtype
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import resolve_device
 from core.tokenizer import decode_stream, encode
 from core.train import add_training_args, configs_from_args, positive, run_headless
+
+CHAT_DTYPES = ["auto", *DTYPES]
 
 
 def sampling_setting(name: str, kind: type):
@@ -56,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run's newest checkpoint; with --device (the chat's, default cpu, to leave the GPU to training) and --out "
         "(where s saves the plot, default RUN_DIR) only",
     )
+    parser.add_argument(
+        "--chat-dtype",
+        choices=CHAT_DTYPES,
+        help="the dtype of the chat's copy of the weights: auto (default) = bfloat16 where the hardware has "
+        "bfloat16 kernels (a recent GPU, a CPU with AVX-512), which decodes up to twice as fast, its tokens mostly "
+        "those of float32; else float32, which gives exactly the model's tokens",
+    )
     commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
     train = commands.add_parser("train", help="train without the UI, printing the log")
     add_training_args(train)
@@ -87,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
     generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    generate_cmd.add_argument(
+        "--dtype",
+        "--chat-dtype",
+        dest="chat_dtype",
+        choices=CHAT_DTYPES,
+        default="float32",
+        help="the weights' dtype while generating: float32 (default) gives exactly the model's greedy tokens; "
+        "bfloat16 decodes up to twice as fast, its tokens mostly the same; auto = bfloat16 where the hardware has "
+        "bfloat16 kernels (a recent GPU, a CPU with AVX-512), else float32",
+    )
     return parser
 
 
@@ -97,6 +117,7 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
+    model = model.to(inference_dtype(args.chat_dtype, device))
     context_length = model.cfg.context_length
     prompt_ids, cropped = prepare_prompt(encode(args.prompt), context_length)
     if cropped:
@@ -130,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
         return run_headless(args.preset, model_cfg, train_cfg)
-    return tui_main(args.preset, model_cfg, train_cfg)
+    return tui_main(args.preset, model_cfg, train_cfg, chat_dtype=args.chat_dtype)
 
 
 def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -154,7 +175,7 @@ def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     out_dir = args.out or str(Path(args.chat_checkpoint).parent)  # the conversations go beside the checkpoint
     train_cfg = TrainConfig(device=str(device), out_dir=out_dir, sample_prompt=checkpoint.sample_prompt)
     model_cfg = checkpoint.model.cfg
-    return tui_main(preset_name(model_cfg), model_cfg, train_cfg, checkpoint)
+    return tui_main(preset_name(model_cfg), model_cfg, train_cfg, checkpoint, chat_dtype=args.chat_dtype)
 
 
 def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -169,7 +190,7 @@ def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     from minigpt_tui.run_files import RunFollower  # Textual loads only for the app
 
     train_cfg = TrainConfig(device=str(device), out_dir=args.out or str(run_dir))
-    return tui_main("", None, train_cfg, attached=RunFollower(run_dir))
+    return tui_main("", None, train_cfg, attached=RunFollower(run_dir), chat_dtype=args.chat_dtype)
 
 
 def refuse_training_flags(parser: argparse.ArgumentParser, args, flag: str, what: str, instead: str) -> None:
@@ -177,7 +198,7 @@ def refuse_training_flags(parser: argparse.ArgumentParser, args, flag: str, what
     if args.command:
         parser.error(f"{flag} {what}; it does not go with the {args.command} command")
     given = [option(name) for name, value in vars(args).items() if value is not None and name != "command"]
-    training_flags = [name for name in given if name not in (flag, "--device", "--out")]
+    training_flags = [name for name in given if name not in (flag, "--device", "--out", "--chat-dtype")]
     if training_flags:
         verb = "does" if len(training_flags) == 1 else "do"
         parser.error(f"{flag} {what}, without training, so {', '.join(training_flags)} {verb} not apply; {instead}")
@@ -195,10 +216,10 @@ def device_or_error(parser: argparse.ArgumentParser, name: str):
         parser.error(str(e))
 
 
-def tui_main(model_name: str, model_cfg, train_cfg, checkpoint=None, attached=None) -> int:
+def tui_main(model_name: str, model_cfg, train_cfg, checkpoint=None, attached=None, chat_dtype=None) -> int:
     from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
 
-    result = MiniGPTApp(model_cfg, train_cfg, model_name, checkpoint, attached).run()
+    result = MiniGPTApp(model_cfg, train_cfg, model_name, checkpoint, attached, chat_dtype or "auto").run()
     if isinstance(result, Failed):
         print(f"minigpt-tui: error: {result.message}", file=sys.stderr)
         return 1
