@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"  # git-ignored
+# git-ignored; MINIGPT_BENCH_RESULTS moves it (bench/gpu_check.sh gathers its steps' results in a temporary one)
+RESULTS = Path(os.environ.get("MINIGPT_BENCH_RESULTS", Path(__file__).parent / "results"))
 
 
 def synchronize(device: torch.device) -> None:
@@ -78,7 +79,7 @@ def machine(device: torch.device) -> dict:
 
 
 def write_results(name: str, result: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
