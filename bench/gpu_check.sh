@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU path, measured in one go (about 5 minutes on one recent GPU, under 8): prints each figure and writes them
-# all to one JSON file, bench/results/gpu-check-DATE.json (or --out DIR/gpu-check.json).
+# The GPU path, measured in one go (sized for under 8 minutes on one GPU; not yet run on one): prints each figure
+# and writes them all to one JSON file, bench/results/gpu-check-DATE.json (--out DIR: in DIR instead).
 #
 #   bash bench/gpu_check.sh              # on a machine with a CUDA GPU
 #   bash bench/gpu_check.sh --dry-run    # the same steps on the CPU with tiny settings: checks the script works
@@ -10,7 +10,8 @@
 # 2. the default 10-epoch reference run (`minigpt-tui train`, gpt2-124m, batch 2, lr 4e-4): wall time and losses;
 # 3. chat: first-token latency and decode tokens/s, float32 and bfloat16 weights (bench/generation.py);
 # 4. a `torchrun --nproc_per_node=1` smoke run (NCCL; gloo in the dry run);
-# 5. resume on the device: 10 steps in one go against 5, a checkpoint, and 5 more; their losses must agree.
+# 5. resume on the device: 10 steps in one go against 5, a checkpoint, and 5 more; their losses must agree (bitwise
+#    on a CPU, to 1e-2 on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) dry_run=1 ;;
         --out) out="$2"; shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -100,6 +101,7 @@ whole, halves = metrics("whole"), metrics("halves")
 difference = max(abs(a[k] - b[k]) for a, b in zip(whole, halves, strict=True) for k in ("train_loss", "val_loss"))
 torchrun = metrics("torchrun")
 run_start, run_end = map(float, (work / "run_times").read_text().split())
+tolerance = 0.0 if device == "cpu" else 1e-2
 result = {
     "device": device,
     "dry_run": dry_run,
@@ -128,7 +130,8 @@ result = {
     },
     "chat_bfloat16_agreement": generation["bfloat16_agreement"],
     "torchrun_smoke": {"steps": torchrun[-1]["global_step"], "final_val_loss": torchrun[-1]["val_loss"]},
-    "resume": {"evaluations": len(whole), "max_loss_difference": difference, "agrees": difference < 1e-3},
+    # Bitwise on a CPU; a GPU's atomic adds (the embedding's backward) may differ in the last bits.
+    "resume": {"evaluations": len(whole), "max_loss_difference": difference, "agrees": difference <= tolerance},
 }
 json_path.write_text(json.dumps(result, indent=2) + "\n")
 step = result["training_step"]
