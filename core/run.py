@@ -30,7 +30,7 @@ from core.data import (
 from core.distributed import Distributed, from_environment, process_group
 from core.events import EpochSampled, Evaluated, Failed, Finished, RunStarted, StateChanged, StepDone, Tokenizing
 from core.fileio import atomic_write, remove_leftover_temp_files
-from core.model import GPTModel
+from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
 from core.precision import allow_tf32
 from core.pretrained import load_pretrained
@@ -187,7 +187,9 @@ class TrainingRun:
         checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
         train_loader, val_loader = self._data_loaders()
         torch.manual_seed(cfg.seed)  # the same in every process: they start from the same weights
-        if cfg.init and not cfg.resume:  # fine-tuning: the model config is the pretrained one (pretrained_config)
+        if checkpoint is not None:  # its weights come next (Trainer.load_state_dict), so no random init
+            model = uninitialized_model(self.model_cfg, device)
+        elif cfg.init:  # fine-tuning: the model config is the pretrained one (pretrained_config)
             model = load_pretrained(cfg.init, self.model_cfg, device)
         else:
             model = GPTModel(self.model_cfg).to(device)
@@ -206,7 +208,7 @@ class TrainingRun:
             self.dist,
         )
         if checkpoint is not None:
-            trainer.load_state_dict(checkpoint, cfg.resume)
+            trainer.load_state_dict(checkpoint, str(cfg.resume))
         self.dist.seed_dropout(cfg.seed, trainer.global_step)
         if main:
             self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
@@ -217,11 +219,11 @@ class TrainingRun:
         cfg, dist = self.train_cfg, self.dist
         source = str(cfg.data or DEFAULT_CORPUS)
         files = corpus_files(cfg.data)
-        args = (self.model_cfg.context_length, cfg.batch_size, cfg.seed, source)
-        shares = {"rank": dist.rank, "world_size": dist.world_size, "grad_accum": cfg.grad_accum}
+        context, batch = self.model_cfg.context_length, cfg.batch_size
+        shares = dict(rank=dist.rank, world_size=dist.world_size, grad_accum=cfg.grad_accum)
         if is_large(files):
-            return token_dataloaders(self._cached_tokens(files, source), *args, **shares)
-        return create_dataloaders(read_corpus(cfg.data), *args, **shares)
+            return token_dataloaders(self._cached_tokens(files, source), context, batch, cfg.seed, source, **shares)
+        return create_dataloaders(read_corpus(cfg.data), context, batch, cfg.seed, source, **shares)
 
     def _cached_tokens(self, files: list[Path], source: str) -> torch.Tensor:
         """The corpus's tokens from the cache, tokenizing it first if it is not there yet (one process per machine
@@ -233,7 +235,15 @@ class TrainingRun:
             if self.control.stop_requested:
                 raise TrainingError(f"stopped while tokenizing {source}; nothing was trained, and nothing cached")
             if done_bytes < total_bytes:  # the last report comes below, once the tokens are there
-                self._emit(Tokenizing(source, done_bytes, total_bytes, tokens, str(path)))
+                self._emit(
+                    Tokenizing(
+                        source=source,
+                        done_bytes=done_bytes,
+                        total_bytes=total_bytes,
+                        tokens=tokens,
+                        cache_path=str(path),
+                    )
+                )
 
         if self.dist.local_rank == 0 and not path.exists():
             try:
@@ -246,10 +256,15 @@ class TrainingRun:
         self.dist.barrier()
         tokens = load_tokens(path)
         total_bytes = sum(f.stat().st_size for f in files)
-        self._emit(Tokenizing(source, total_bytes, total_bytes, len(tokens), str(path)))
+        self._emit(
+            Tokenizing(
+                source=source, done_bytes=total_bytes, total_bytes=total_bytes, tokens=len(tokens), cache_path=str(path)
+            )
+        )
         return tokens
 
     def run(self) -> Finished | Failed:
+        result: Finished | Failed
         try:
             device = self.dist.device(resolve_device(self.train_cfg.device))
             allow_tf32(device)
@@ -262,14 +277,19 @@ class TrainingRun:
             # The epoch under way (1-based) when stopped or ended mid-epoch by --max-steps, else the epochs done.
             epoch = trainer.epoch + 1 if not completed or trainer.step else trainer.epoch
             result = Finished(
-                completed, epoch, trainer.step, trainer.global_step, trainer.elapsed(), self.outputs.written()
+                completed=completed,
+                epoch=epoch,
+                step=trainer.step,
+                global_step=trainer.global_step,
+                elapsed_s=trainer.elapsed(),
+                outputs=self.outputs.written(),
             )
         except (CorpusError, TrainingError, ValueError, OSError) as e:
-            result = Failed(str(e))
+            result = Failed(message=str(e))
         except torch.cuda.OutOfMemoryError:
-            result = Failed(self._out_of_memory_message())
+            result = Failed(message=self._out_of_memory_message())
         except torch.distributed.DistError as e:  # a collective failed: another process is gone
-            result = Failed(f"another training process failed or was stopped; this one stops too ({e})")
+            result = Failed(message=f"another training process failed or was stopped; this one stops too ({e})")
         if not self.dist.is_main:
             return result
         if isinstance(result, Failed) and self.trainer is not None:
@@ -289,5 +309,5 @@ class TrainingRun:
         )
 
     def _save_plot(self) -> None:
-        if self.trainer.history:
+        if self.trainer is not None and self.trainer.history:
             save_loss_plot(self.trainer.history, self.trainer.steps_per_epoch, self.outputs.plot)

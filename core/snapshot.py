@@ -8,35 +8,12 @@ latest completed step, training waits at most for one copy (a fraction of a seco
 CPU, far less than a step), and generating from the copy takes no lock at all.
 """
 
-from dataclasses import dataclass
-
 import torch
 
 from core.config import GPTConfig
-from core.model import GPTModel
+from core.events import Position
+from core.model import GPTModel, uninitialized_model
 from core.trainer import Trainer
-
-
-@dataclass(frozen=True)
-class WeightsVersion:
-    """Which point of training a set of weights comes from, in the trainer's (and a checkpoint's) terms."""
-
-    epoch: int = 0  # 0-based epoch in progress; when `step` is 0, the number of epochs completed
-    step: int = 0  # optimizer steps done in that epoch
-    global_step: int = 0  # optimizer steps done in all
-
-    @classmethod
-    def from_progress(cls, progress: dict | None) -> "WeightsVersion":
-        """The version of a checkpoint's weights, from its "progress" entry (absent: untrained)."""
-        progress = progress or {}
-        return cls(progress.get("epoch", 0), progress.get("step", 0), progress.get("global_step", 0))
-
-    def __str__(self) -> str:
-        if self.global_step == 0:
-            return "untrained weights"
-        if self.step == 0:
-            return f"end of epoch {self.epoch} (step {self.global_step})"
-        return f"epoch {self.epoch + 1}, step {self.step} (step {self.global_step} overall)"
 
 
 def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> GPTModel:
@@ -49,12 +26,7 @@ def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu", dtype: t
     random generator, the one training's dropout draws from on another thread: a run's random stream, and
     so its losses, would have depended on when someone chatted.
     """
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        model = GPTModel(cfg)
-    model = model.to(dtype).to_empty(device=device)
-    if cfg.tie_weights:  # to_empty gives every module a tensor of its own
-        model.out_head.weight = model.tok_emb.weight
-    return model.eval().requires_grad_(False)
+    return uninitialized_model(cfg, device, dtype).eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -63,7 +35,7 @@ def copy_weights(source: GPTModel, into: GPTModel) -> None:
     into.load_state_dict(source.state_dict())
 
 
-def snapshot(trainer: Trainer, into: GPTModel) -> WeightsVersion:
+def snapshot(trainer: Trainer, into: GPTModel) -> Position:
     """Copy the trainer's weights of its latest completed optimizer step into `into`, and say which step.
 
     Works at any time: before training starts (the initial weights), during a step (waits for it to finish),
@@ -72,4 +44,4 @@ def snapshot(trainer: Trainer, into: GPTModel) -> WeightsVersion:
     """
     with trainer.weights_lock:
         copy_weights(trainer.model, into)
-        return WeightsVersion(trainer.epoch, trainer.step, trainer.global_step)
+        return trainer.position()

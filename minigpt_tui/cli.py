@@ -5,15 +5,16 @@ import sys
 from pathlib import Path
 
 from core.checkpoint import CheckpointError, load_model
-from core.config import TrainConfig, preset_name
+from core.config import preset_name
 from core.distributed import from_environment
 from core.events import Failed, Finished
+from core.flags import add_training_args, configs_from_args, positive
 from core.generate import check_sampling, generate, prepare_prompt
+from core.headless import run_headless
 from core.precision import DTYPES, inference_dtype
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import resolve_device
 from core.tokenizer import decode_stream, encode
-from core.train import add_training_args, configs_from_args, positive, run_headless
 
 CHAT_DTYPES = ["auto", *DTYPES]
 
@@ -64,15 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CHAT_DTYPES,
         help="the dtype of the chat's copy of the weights: auto (default) = bfloat16 where the hardware has "
         "bfloat16 kernels (a recent GPU, a CPU with AVX-512), which decodes up to twice as fast, its tokens mostly "
-        "those of float32; else float32, which gives exactly the model's tokens",
+        "those of float32; float32 gives exactly the model's tokens",
     )
+    # A flag may stand before its subcommand or after it (`minigpt-tui --preset tiny train`): the subcommands'
+    # parsers leave out what they were not given (SUPPRESS), instead of overwriting what the main parser read.
     commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
-    train = commands.add_parser("train", help="train without the UI, printing the log")
+    train = commands.add_parser(
+        "train", help="train without the UI, printing the log", argument_default=argparse.SUPPRESS
+    )
     add_training_args(train)
-    generate_cmd = commands.add_parser("generate", help="continue a prompt with a checkpoint or GPT-2's weights")
+    generate_cmd = commands.add_parser(
+        "generate",
+        help="continue a prompt with a checkpoint or GPT-2's weights",
+        argument_default=argparse.SUPPRESS,
+        epilog="It needs --checkpoint or --init.",
+    )
     generate_cmd.add_argument("prompt", help="text to continue")
-    weights = generate_cmd.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", metavar="PATH", help="e.g. results/last.pt")
+    weights = generate_cmd.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", dest="chat_checkpoint", metavar="PATH", help="e.g. results/last.pt")
     weights.add_argument(
         "--init", metavar="WEIGHTS", help=f"pretrained GPT-2 instead: {', '.join(HUB_MODELS)} or a model.safetensors"
     )
@@ -87,22 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 = greedy (default); higher = more random",
     )
     generate_cmd.add_argument(
-        "--top-k", type=sampling_setting("top_k", int), metavar="K", help="sample only from the K most likely tokens"
+        "--top-k",
+        type=sampling_setting("top_k", int),
+        default=None,
+        metavar="K",
+        help="sample only from the K most likely tokens",
     )
     generate_cmd.add_argument(
         "--top-p",
         type=sampling_setting("top_p", float),
+        default=None,
         metavar="P",
         help="sample only from the most likely tokens that add up to P (0 < P <= 1)",
     )
     generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
-    generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     generate_cmd.add_argument(
-        "--dtype",
         "--chat-dtype",
-        dest="chat_dtype",
         choices=CHAT_DTYPES,
-        default="float32",
         help="the weights' dtype while generating: float32 (default) gives exactly the model's greedy tokens; "
         "bfloat16 decodes up to twice as fast, its tokens mostly the same; auto = bfloat16 where the hardware has "
         "bfloat16 kernels (a recent GPU, a CPU with AVX-512), else float32",
@@ -110,14 +122,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def training_dests() -> set[str]:
+    """Where the training flags store their values (`args.<dest>`)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_training_args(probe)
+    return set(vars(probe.parse_args([])))
+
+
+# Of the training flags, those that mean the same to generate (given before it or after); the others do not apply.
+GENERATE_FLAGS = ("init", "seed", "device")
+
+
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    device = device_or_error(parser, args.device)
+    if args.attach:
+        parser.error("--attach follows a run started elsewhere; it does not go with the generate command")
+    not_for_generate = training_dests() - set(GENERATE_FLAGS)
+    others = [option(name) for name, value in vars(args).items() if value is not None and name in not_for_generate]
+    if others:
+        parser.error(f"the generate command does not take {', '.join(others)} (see minigpt-tui generate --help)")
+    if bool(args.chat_checkpoint) == bool(args.init):
+        parser.error("the generate command needs one of --checkpoint PATH or --init WEIGHTS")
+    device = device_or_error(parser, args.device or "auto")
     try:
-        model = load_pretrained(args.init, device=device) if args.init else load_model(args.checkpoint, device)[0]
+        model = load_pretrained(args.init, device=device) if args.init else load_model(args.chat_checkpoint, device)[0]
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
-    model = model.to(inference_dtype(args.chat_dtype, device))
+    model = model.to(inference_dtype(args.chat_dtype or "float32", device))
     context_length = model.cfg.context_length
     prompt_ids, cropped = prepare_prompt(encode(args.prompt), context_length)
     if cropped:
@@ -142,16 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None and from_environment().enabled:
         parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
+    if args.command == "generate":
+        return generate_main(parser, args)
     if args.attach:
         return attach_main(parser, args)
     if args.chat_checkpoint:
         return chat_only_main(parser, args)
-    if args.command == "generate":
-        return generate_main(parser, args)
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
+        if args.chat_dtype:
+            parser.error("--chat-dtype sets the precision of the app's chat; the train command has no chat")
         return run_headless(args.preset, model_cfg, train_cfg)
-    return tui_main(args.preset, model_cfg, train_cfg, chat_dtype=args.chat_dtype)
+    from minigpt_tui.sources import LiveRun  # Textual loads only for the app
+
+    return tui_main(LiveRun(model_cfg, train_cfg, args.preset), args.chat_dtype)
 
 
 def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -165,6 +200,7 @@ def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     )
     device = device_or_error(parser, args.device or "auto")
     from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # Textual loads only for the app
+    from minigpt_tui.sources import OpenedRun
 
     print(f"Loading {args.chat_checkpoint}...", file=sys.stderr)
     try:
@@ -172,10 +208,7 @@ def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     except CheckpointError as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
-    out_dir = args.out or str(Path(args.chat_checkpoint).parent)  # the conversations go beside the checkpoint
-    train_cfg = TrainConfig(device=str(device), out_dir=out_dir, sample_prompt=checkpoint.sample_prompt)
-    model_cfg = checkpoint.model.cfg
-    return tui_main(preset_name(model_cfg), model_cfg, train_cfg, checkpoint, chat_dtype=args.chat_dtype)
+    return tui_main(OpenedRun(checkpoint, args.out, preset_name(checkpoint.model.cfg)), args.chat_dtype)
 
 
 def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -187,10 +220,9 @@ def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     if run_dir.exists() and not run_dir.is_dir():
         parser.error(f"--attach {run_dir}: is not a directory (give the run's output directory, its --out)")
     device = device_or_error(parser, args.device or "cpu")
-    from minigpt_tui.run_files import RunFollower  # Textual loads only for the app
+    from minigpt_tui.sources import FollowedRun  # Textual loads only for the app
 
-    train_cfg = TrainConfig(device=str(device), out_dir=args.out or str(run_dir))
-    return tui_main("", None, train_cfg, attached=RunFollower(run_dir), chat_dtype=args.chat_dtype)
+    return tui_main(FollowedRun(run_dir, str(device), args.out), args.chat_dtype)
 
 
 def refuse_training_flags(parser: argparse.ArgumentParser, args, flag: str, what: str, instead: str) -> None:
@@ -216,16 +248,21 @@ def device_or_error(parser: argparse.ArgumentParser, name: str):
         parser.error(str(e))
 
 
-def tui_main(model_name: str, model_cfg, train_cfg, checkpoint=None, attached=None, chat_dtype=None) -> int:
+def tui_main(source, chat_dtype: str | None = None) -> int:
+    """Run the app on a `minigpt_tui.sources.RunSource`, its chat in `chat_dtype` (--chat-dtype; default auto).
+    The exit status: 1 for a failed run or a crash of the app itself, 128 + the signal for a signal (as
+    headless), else 0."""
     from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
 
-    result = MiniGPTApp(model_cfg, train_cfg, model_name, checkpoint, attached, chat_dtype or "auto").run()
+    source.chat_dtype = chat_dtype or "auto"
+    app = MiniGPTApp(source)
+    result = app.run()
     if isinstance(result, Failed):
         print(f"minigpt-tui: error: {result.message}", file=sys.stderr)
-        return 1
+        return app.return_code or 1
     if isinstance(result, Finished):
         print(f"Saved {', '.join(result.outputs.values())}")
-    return 0
+    return app.return_code or 0
 
 
 if __name__ == "__main__":
