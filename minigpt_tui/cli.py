@@ -63,9 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chat-dtype",
         choices=CHAT_DTYPES,
-        help="the dtype of the chat's copy of the weights: auto (default) = bfloat16 where the hardware has "
-        "bfloat16 kernels (a recent GPU, a CPU with AVX-512), which decodes up to twice as fast, its tokens mostly "
-        "those of float32; float32 gives exactly the model's tokens",
+        help="the dtype of the chat's copy of the weights: auto (default) = bfloat16 on a CUDA GPU that has it "
+        "(half the bytes to read per token), float32 elsewhere; float32 gives exactly the model's tokens",
     )
     # A flag may stand before its subcommand or after it (`minigpt-tui --preset tiny train`): the subcommands'
     # parsers leave out what they were not given (SUPPRESS), instead of overwriting what the main parser read.
@@ -116,8 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--chat-dtype",
         choices=CHAT_DTYPES,
         help="the weights' dtype while generating: float32 (default) gives exactly the model's greedy tokens; "
-        "bfloat16 decodes up to twice as fast, its tokens mostly the same; auto = bfloat16 where the hardware has "
-        "bfloat16 kernels (a recent GPU, a CPU with AVX-512), else float32",
+        "bfloat16 reads half the bytes per token; auto = bfloat16 on a CUDA GPU that has it, else float32",
     )
     return parser
 

@@ -61,6 +61,6 @@ def test_the_chat_dtype_is_the_one_asked_for_and_auto_is_one_of_them():
     cpu = torch.device("cpu")
     assert inference_dtype("float32", cpu) == torch.float32
     assert inference_dtype("bfloat16", cpu) == torch.bfloat16
-    assert inference_dtype("auto", cpu) in (torch.float32, torch.bfloat16)
+    assert inference_dtype("auto", cpu) == torch.float32  # bfloat16 decoding measured slower on a CPU
     with pytest.raises(ValueError, match="unknown dtype 'float16'"):
         inference_dtype("float16", cpu)
