@@ -35,6 +35,7 @@ from minigpt_tui.chat import save_conversation
 from minigpt_tui.commands import TrainingCommands
 from minigpt_tui.run_files import LIVE
 from minigpt_tui.sources import TRAINING_ACTIONS, RunSource
+from minigpt_tui.terminal_input import keep_escapes_in_pastes
 from minigpt_tui.text import compact
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
@@ -71,6 +72,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
 
     def __init__(self, source: RunSource) -> None:
         super().__init__()
+        keep_escapes_in_pastes(self.driver_class)
         self.source = source
         self.sub_title = source.origin  # where the weights came from
         self.outputs = RunOutputs(source.out_dir)

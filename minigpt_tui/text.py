@@ -1,11 +1,36 @@
 """Small text helpers the panels share: how model text, durations and big numbers are shown."""
 
+import re
+
+from textual.content import Content
+
 # Control characters (but newline and tab) could move the cursor or ring the bell: show their Unicode pictures.
 _CONTROL_PICTURES = {code: 0x2400 + code for code in range(32) if chr(code) not in "\n\t"} | {0x7F: 0x2421}
 
 
+_WHITESPACE_MARKS = str.maketrans({"\n": "⏎", " ": "·", "\t": "→"})
+_WHITESPACE_RUN = re.compile(r"[ \t\n]+")
+
+
 def printable(text: str) -> str:
     return text.translate(_CONTROL_PICTURES)
+
+
+def visible(text: str) -> Content:
+    """Model output as shown: control characters as symbols, and whitespace that would not show (output that is
+    nothing but line breaks and spaces, whitespace at its end, runs of 3 or more line breaks) as dim ⏎ · →.
+    An untrained model often writes 50 line breaks: without the marks its reply would look like nothing."""
+    text = printable(text)
+    parts: list[str | tuple[str, str]] = []
+    shown = 0
+    for run in _WHITESPACE_RUN.finditer(text):
+        at_end = run.end() == len(text)
+        if at_end or run.group().count("\n") >= 3:
+            parts += [text[shown : run.start()], (run.group().translate(_WHITESPACE_MARKS), "dim")]
+            parts += [] if at_end else ["\n"]
+            shown = run.end()
+    parts.append(text[shown:])
+    return Content.assemble(*parts)
 
 
 def clock(seconds: float) -> str:

@@ -8,11 +8,12 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Input, Static
+from textual.content import Content
+from textual.widgets import Static
 
 from minigpt_tui import messages
 from minigpt_tui.chat import ChatEngine, Exchange, FixedWeights, Request, Sampling, TrainerWeights
-from minigpt_tui.text import printable
+from minigpt_tui.text import printable, visible
 from minigpt_tui.widgets.prompt_input import PromptInput
 
 
@@ -34,9 +35,10 @@ class ExchangeView(Vertical):
     def show(self) -> None:
         exchange = self.exchange
         self.query_one(".exchange-status", Static).update(Text(exchange.status()))
-        text = Text(printable(exchange.prompt), style="bold")
-        text.append(printable(exchange.reply))
-        self.query_one(".exchange-text", Static).update(text)
+        text = [Content.styled(printable(exchange.prompt), "bold"), visible(exchange.reply)]
+        if exchange.reply and not exchange.reply.strip() and not exchange.in_progress:
+            text.append(Content.styled("  (whitespace only)", "dim italic"))
+        self.query_one(".exchange-text", Static).update(Content.assemble(*text))
         note = self.query_one(".exchange-note", Static)
         if exchange.error:
             note.update(Text(exchange.error))
@@ -101,13 +103,9 @@ class ChatPane(Vertical):
         """Stop the reply being generated and cancel the prompts waiting."""
         self.engine.stop(below=len(self.exchanges) + 1)
 
-    @on(Input.Submitted, "#prompt")
-    def send(self, event: Input.Submitted) -> None:
-        prompt = event.value
-        if not prompt.strip():
-            return
-        self.query_one(PromptInput).remember(prompt)
-        event.input.clear()
+    @on(PromptInput.Sent)
+    def send(self, event: PromptInput.Sent) -> None:
+        prompt = event.prompt
         exchange = Exchange(len(self.exchanges) + 1, prompt, self.sampling)
         self.exchanges.append(exchange)
         self.query("#chat-hint").remove()

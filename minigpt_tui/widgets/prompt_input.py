@@ -1,9 +1,16 @@
 """The chat's prompt box: Enter sends, Up/Down recall the prompts sent before, and letters always type."""
 
+import re
+
+from textual import events
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Input
 
 from minigpt_tui.text import printable
+
+LINE_BREAK = "⏎"  # a pasted line break, in the one-line box; sent as a real one
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")  # terminals paste line breaks as CR, some as CR LF
 
 
 class PromptInput(Input):
@@ -13,6 +20,7 @@ class PromptInput(Input):
     """
 
     BINDINGS = [
+        # (Enter is handled in _on_key; the binding shows it in the footer and the help.)
         Binding("enter", "submit", "Send", tooltip="Send the prompt (it waits while a reply streams)"),
         Binding("escape", "app.stop_reply", "Stop reply", tooltip="Stop the reply and drop the prompts waiting"),
         Binding("up", "recall(-1)", "History", key_display="↑↓", tooltip="Recall earlier prompts"),
@@ -23,6 +31,13 @@ class PromptInput(Input):
         Binding("f1", "app.help", "Help", tooltip="Show every key"),
         Binding("ctrl+p", "app.command_palette", show=False),  # (a priority key anyway) so the footer shows it
     ]
+
+    class Sent(Message):
+        """Enter sent a prompt: what the box held at that moment, with its line breaks."""
+
+        def __init__(self, prompt: str) -> None:
+            super().__init__()
+            self.prompt = prompt
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -35,9 +50,33 @@ class PromptInput(Input):
         return True
 
     def replace(self, text: str, start: int, end: int) -> None:
-        # Every edit comes here, typed or pasted. Input would write a pasted ESC or CR raw to the terminal;
-        # shown as symbols (␛, ␍), they stay visible, in the box and in the prompt sent.
-        super().replace(printable(text), start, end)
+        # Every edit comes here, typed or pasted. Input would write a pasted ESC raw to the terminal; shown
+        # as a symbol (␛), it stays visible, in the box and in the prompt sent. A line break can't show in a
+        # one-line box: it is a ⏎ there, and a line break again in the prompt sent.
+        super().replace(printable(_LINE_BREAKS.sub(LINE_BREAK, text)), start, end)
+
+    def _on_paste(self, event: events.Paste) -> None:
+        event.prevent_default()  # Input's own handler keeps only the first line of a paste
+        event.stop()
+        self.replace(event.text, *self.selection)
+
+    async def _on_key(self, event: events.Key) -> None:
+        # Enter is handled here, in turn with the keys typed around it. As a binding it would run only once the
+        # key had bubbled up to the app, after the Input had typed the keys that followed it (a fast typist's
+        # or a paste tool's burst): "x", Enter, "y" sent "xy", and a burst of Enters sent one prompt many times.
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            await self.action_submit()
+
+    async def action_submit(self) -> None:
+        """Send the prompt: what the box holds now (it is emptied at once, for the keys typed next)."""
+        prompt = self.value
+        if not prompt.strip():
+            return
+        self.remember(prompt)
+        self.clear()
+        self.post_message(self.Sent(prompt.replace(LINE_BREAK, "\n")))
 
     def remember(self, prompt: str) -> None:
         """Add a sent prompt to the history (not twice in a row), and start a new one."""

@@ -197,7 +197,7 @@ async def test_markup_in_a_sample_is_shown_literally(make_app):
     app = make_app(paused=True)
     async with app.run_test(size=(200, 30)) as pilot:  # wide enough to show the sample on one line
         app.post_message(messages.RunEvent(events.EpochSampled(epoch=1, global_step=20, text=tricky)))
-        await wait_for(pilot, lambda: len(app.query(".sample-text")) == 1, "the sample")
+        await wait_for(pilot, lambda: app.query_one(SamplesLog).count == 1, "the sample")
         await pilot.pause()
         assert "Every effort moves you [bold]x[/] and [/] \\[red] back\\slash ␛[31m" in screen_text(app)
 

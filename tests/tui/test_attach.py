@@ -29,7 +29,7 @@ def chart_steps(app) -> list[int]:
 
 
 def samples_shown(app) -> int:
-    return len(app.query_one(SamplesLog).query(".sample-text"))
+    return app.query_one(SamplesLog).count
 
 
 async def test_the_app_waits_for_the_run_then_follows_its_files_as_they_grow(tmp_path):

@@ -27,7 +27,7 @@ async def test_a_checkpoint_opens_for_chat_only_with_its_run_on_show(trained_che
         await wait_for(pilot, lambda: "Send" in screen_text(app).splitlines()[-1], "the prompt box's keys")
         assert app.focused is app.query_one(PromptInput)  # ready to type
         assert app.query_one(LossChart).steps == [record["global_step"] for record in history]
-        assert len(app.query_one(SamplesLog).query(".sample-text")) == 2
+        assert app.query_one(SamplesLog).count == 2
         text = screen_text(app)
         assert "◆ chat only" in text and "epoch 2/2  step 10/10  global step 20" in text
         assert f"checkpoint {trained_checkpoint}" in title(app)
@@ -59,7 +59,7 @@ async def test_resuming_in_the_app_shows_the_whole_run(trained_checkpoint, short
         await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
         assert app.query_one(LossChart).steps == [record["global_step"] for record in saved["history"]]
         assert app.query_one(StatusBar).best_val is not None
-        assert len(app.query_one(SamplesLog).query(".sample-text")) == 2
+        assert app.query_one(SamplesLog).count == 2
         text = screen_text(app)
         assert "epoch 2/3  step 10/10  global step 20" in text and f"resumed from {trained_checkpoint}" in title(app)
         assert "Samples (2)" in text
