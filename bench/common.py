@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"  # git-ignored
+# git-ignored; MINIGPT_BENCH_RESULTS moves it (bench/gpu_check.sh gathers its steps' results in a temporary one)
+RESULTS = Path(os.environ.get("MINIGPT_BENCH_RESULTS", Path(__file__).parent / "results"))
 
 
 def synchronize(device: torch.device) -> None:
@@ -38,6 +39,26 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 3) -> t
     return 2 * n**3 / seconds, f"{n}x{n} {str(dtype).removeprefix('torch.')} matmul"
 
 
+def copy_bandwidth(device: torch.device, gib: int = 1, repeats: int = 5) -> float:
+    """Bytes per second that a copy of a `gib` GiB tensor moves (read and written, so 2x its size): the memory
+    speed that memory-bound work, like decoding a token (reading every weight once), is measured against."""
+    source = torch.ones(gib * 2**28, device=device)  # float32: 4 bytes each
+    target = torch.empty_like(source)
+    target.copy_(source)  # warm-up: the pages are touched
+    seconds = sorted(timed(device, target.copy_, source)[0] for _ in range(repeats))[repeats // 2]
+    return 2 * source.numel() * source.element_size() / seconds
+
+
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it (lscpu's "Model name"), or the platform's best guess."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def load_average() -> float:
     """The 1-minute load average: other work on the machine skews every figure, so each result records it."""
     return os.getloadavg()[0]
@@ -50,7 +71,7 @@ def machine(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "cpus": len(os.sched_getaffinity(0)),
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -58,7 +79,7 @@ def machine(device: torch.device) -> dict:
 
 
 def write_results(name: str, result: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path

@@ -13,28 +13,46 @@ so `--new-tokens` beyond the context measures that regime (the reference's KV ca
 
 Each row of the table is a method: a function (model, prompt ids (1, n), number of new tokens) -> new ids.
 To compare another implementation, add it to METHODS.
+
+The bfloat16 row decodes from a bfloat16 copy of the weights (what `--chat-dtype bfloat16` gives the chat and
+`generate`). Its tokens may differ from float32's, so it is also compared on 20 prompts (the first words of
+20 lines of the story): how many continuations are identical, and how many tokens agree before the first
+difference. Decoding reads every weight once per token, so weight bytes × tokens/s is the memory bandwidth it
+reaches; it is reported against the bandwidth of a 1 GiB tensor copy measured in the same run.
 """
 
 import argparse
+import copy
 import functools
 import importlib.util
 import statistics
 
 import torch
-from common import load_average, machine, timed, write_results
+from common import copy_bandwidth, load_average, machine, timed, write_results
 from reference import PACKAGE, kv_cache_module, reference_model
 
+from core.checkpoint import load_model
 from core.config import PRESETS, preset
+from core.data import read_corpus
 from core.generate import generate, generate_text_simple
 from core.model import GPTModel
 from core.run import resolve_device
-from core.tokenizer import text_to_token_ids
+from core.tokenizer import encode, text_to_token_ids
 
 PROMPT = "I had always thought Jack"  # the story's first words: 5 tokens
 
 
 def cached(model, prompt: torch.Tensor, n_tokens: int) -> list[int]:
     return list(generate(model, prompt, n_tokens, stop_at_eot=False))
+
+
+@functools.cache
+def _bfloat16_copy(model: GPTModel) -> GPTModel:
+    return copy.deepcopy(model).to(torch.bfloat16)
+
+
+def cached_bfloat16(model, prompt: torch.Tensor, n_tokens: int) -> list[int]:
+    return cached(_bfloat16_copy(model), prompt, n_tokens)
 
 
 def uncached(model, prompt: torch.Tensor, n_tokens: int) -> list[int]:
@@ -73,7 +91,8 @@ def reference_cached(model, prompt: torch.Tensor, n_tokens: int) -> list[int]:
 BASELINE = "uncached: generate_text_simple()"
 REFERENCE_UNCACHED = "reference: ch04 generate_text_simple()"
 REFERENCE_CACHED = "reference: kv_cache GPTModel (mask fixed)"
-METHODS = {"cached: generate()": cached, BASELINE: uncached}
+CACHED, CACHED_BF16 = "cached: generate()", "cached, bfloat16 weights"
+METHODS = {CACHED: cached, CACHED_BF16: cached_bfloat16, BASELINE: uncached}
 REFERENCE_METHODS = {REFERENCE_CACHED: reference_cached, REFERENCE_UNCACHED: reference_uncached}
 
 
@@ -102,6 +121,31 @@ def measure(methods: dict, model, prompt, n_tokens: int, repeats: int) -> dict[s
     return rows
 
 
+def weight_bytes(model: GPTModel) -> int:
+    """Bytes of weights that decoding one token reads (a tied head counted once)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def agreement(model, n_prompts: int, n_tokens: int) -> dict:
+    """How often greedy decoding from the bfloat16 copy gives float32's tokens, over `n_prompts` prompts."""
+    lines = [line for line in read_corpus(None).splitlines() if len(line.split()) >= 8]
+    step = max(1, len(lines) // n_prompts)
+    prompts = [encode(" ".join(line.split()[:8])) for line in lines[::step][:n_prompts]]
+    identical, agreeing = 0, []
+    for ids in prompts:
+        expected = list(generate(model, ids, n_tokens, stop_at_eot=False))
+        got = list(generate(_bfloat16_copy(model), ids, n_tokens, stop_at_eot=False))
+        same = next((i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b), n_tokens)
+        identical += same == n_tokens
+        agreeing.append(same)
+    return {
+        "prompts": len(prompts),
+        "tokens": n_tokens,
+        "identical_continuations": identical,
+        "mean_tokens_before_first_difference": sum(agreeing) / len(agreeing),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=list(PRESETS), default="gpt2-124m")
@@ -110,13 +154,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: %(default)s)")
     parser.add_argument("--no-reference", action="store_true", help="only this project's methods")
+    parser.add_argument("--checkpoint", help="trained weights instead of a random init (for the agreement figures)")
+    parser.add_argument("--agreement-tokens", type=int, default=30, help="greedy tokens per prompt to compare")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.manual_seed(123)
-    cfg = preset(args.preset)
-    model = GPTModel(cfg).to(device).eval()
+    if args.checkpoint:
+        model, _ = load_model(args.checkpoint, device)
+        cfg, args.preset = model.cfg, f"{args.preset} from {args.checkpoint}"
+    else:
+        cfg = preset(args.preset)
+        model = GPTModel(cfg).to(device).eval()
     prompt = text_to_token_ids(PROMPT).to(device)
     methods = dict(METHODS)
     if not args.no_reference:
@@ -128,7 +178,7 @@ def main() -> None:
             methods |= REFERENCE_METHODS
     load = load_average()
     print(
-        f"{args.preset} ({model.num_parameters():,} parameters, random init), {device}, "
+        f"{args.preset} ({model.num_parameters():,} parameters{'' if args.checkpoint else ', random init'}), {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}\n"
         f"{prompt.size(1)}-token prompt, {args.new_tokens} new tokens (context {cfg.context_length}), "
         f"median of {args.repeats}; load average at start {load:.2f}\n"
@@ -149,6 +199,23 @@ def main() -> None:
         )
     print(f"speed-up: tokens/s relative to {baseline_name}; load average at end {load_average():.2f}")
 
+    bandwidth = copy_bandwidth(device)
+    print(f"\nmemory: a 1 GiB tensor copy moves {bandwidth / 1e9:.1f} GB/s (read + written)")
+    for name, weights in ((CACHED, model), (CACHED_BF16, _bfloat16_copy(model))):
+        row = rows[name]
+        row["weight_bytes"] = weight_bytes(weights)
+        row["decode_bytes_per_s"] = row["weight_bytes"] * row["tokens_per_s"]
+        print(
+            f"{name}: {row['weight_bytes'] / 1e6:,.0f} MB of weights read per token: "
+            f"{row['decode_bytes_per_s'] / 1e9:.1f} GB/s, {row['decode_bytes_per_s'] / bandwidth:.0%} of the copy's"
+        )
+    agree = agreement(model, 20, args.agreement_tokens)
+    print(
+        f"bfloat16 against float32, greedy, {agree['prompts']} prompts x {agree['tokens']} tokens: "
+        f"{agree['identical_continuations']} identical; on average {agree['mean_tokens_before_first_difference']:.1f} "
+        "tokens agree before the first difference"
+    )
+
     result = {
         "preset": args.preset,
         "parameters": model.num_parameters(),
@@ -160,6 +227,8 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "repeats": args.repeats,
         "speedup_relative_to": baseline_name,
+        "copy_bandwidth_bytes_per_s": bandwidth,
+        "bfloat16_agreement": agree,
         "methods": {name: {k: v for k, v in row.items() if k != "tokens"} for name, row in rows.items()},
     }
     print(f"wrote {write_results(f'generation-{args.preset}', result)}")

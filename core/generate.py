@@ -110,7 +110,7 @@ def _generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed, stop_
     for _ in range(max_new_tokens):
         if len(cache) + pending.size(1) > context_length:  # the window slides: start over from it
             cache, pending = KVCache(n_layers), window
-        logits = model(pending, cache)[0, -1]  # (V,): the last position predicts the next token
+        logits = model(pending, cache, last_only=True)[0, -1].float()  # (V,): the last position predicts the next
         token = _pick(logits, temperature, top_k, top_p, generator)
         if probabilities is not None:
             probabilities.append(logits.float().softmax(dim=0)[token].item())

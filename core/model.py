@@ -144,8 +144,13 @@ class GPTModel(nn.Module):
         # GPT-2's smaller N(0, 0.02) init the reference run (90 steps at lr 4e-4) was still at train loss 6.0
         # after 6 of its 10 epochs, instead of memorising the story.
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, T, V) for token ids (B, T); with a cache, `idx` holds only the tokens not yet in it."""
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, V) for token ids (B, T); with a cache, `idx` holds only the tokens not yet in it.
+
+        `last_only` gives the last position's logits only, (B, 1, V): all that generation needs. The output
+        head is the largest matrix multiply of a small model (V = 50257 rows), so a prompt's prefill skips it
+        for every position but one.
+        """
         B, T = idx.shape
         start = len(cache) if cache is not None else 0
         if start + T > self.cfg.context_length:
@@ -157,6 +162,8 @@ class GPTModel(nn.Module):
         x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(positions))  # (B, T, C)
         for block in self.blocks:
             x = block(x, cache)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
         return self.out_head(self.final_norm(x))  # (B, T, V)
 
     def num_parameters(self) -> int:
@@ -164,12 +171,14 @@ class GPTModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def uninitialized_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPTModel:
-    """A GPTModel with its weights left uninitialised, for weights copied or loaded in next: the random
-    initialisation would only be overwritten (seconds for gpt2-124m)."""
+def uninitialized_model(
+    cfg: GPTConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> GPTModel:
+    """A GPTModel with its weights (in `dtype`) left uninitialised, for weights copied or loaded in next: the
+    random initialisation would only be overwritten (seconds for gpt2-124m)."""
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         model = GPTModel(cfg)
-    model = model.to_empty(device=device)
+    model = model.to(dtype).to_empty(device=device)
     if cfg.tie_weights:  # to_empty gives every module a tensor of its own
         model.out_head.weight = model.tok_emb.weight
     return model

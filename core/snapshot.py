@@ -16,15 +16,17 @@ from core.model import GPTModel, uninitialized_model
 from core.trainer import Trainer
 
 
-def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPTModel:
+def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> GPTModel:
     """A model to copy weights into and generate from: eval mode (no dropout), no gradients. Build it once.
+
+    Its weights are kept in `dtype` (see `core.precision.inference_dtype`): copying converts them.
 
     Its weights are left uninitialised, so copy some in (`snapshot`, `copy_weights`) before generating. Random
     initialisation would be overwritten anyway, took seconds for gpt2-124m, and drew from torch's global
     random generator, the one training's dropout draws from on another thread: a run's random stream, and
     so its losses, would have depended on when someone chatted.
     """
-    return uninitialized_model(cfg, device).eval().requires_grad_(False)
+    return uninitialized_model(cfg, device, dtype).eval().requires_grad_(False)
 
 
 @torch.no_grad()

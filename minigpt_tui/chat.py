@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from textual.message import Message
 
 from core.checkpoint import CheckpointError
@@ -119,23 +120,24 @@ def save_conversation(exchanges: list[Exchange], directory: Path, heading: str) 
 
 
 class TrainerWeights:
-    """The weights of the trainer's latest completed optimizer step, copied into the chat's own model."""
+    """The weights of the trainer's latest completed optimizer step, copied into the chat's own model
+    (in `dtype`: see `core.precision.inference_dtype`)."""
 
-    def __init__(self, trainer: Trainer, init: str | None = None):
-        self.trainer, self.init = trainer, init
+    def __init__(self, trainer: Trainer, init: str | None = None, dtype: torch.dtype = torch.float32):
+        self.trainer, self.init, self.dtype = trainer, init, dtype
         self.model: GPTModel | None = None  # built on the first reply, on the chat's thread
 
     def take(self) -> tuple[GPTModel, str]:
         if self.model is None:
-            self.model = inference_model(self.trainer.model.cfg, self.trainer.device)
+            self.model = inference_model(self.trainer.model.cfg, self.trainer.device, self.dtype)
         return self.model, describe(snapshot(self.trainer, self.model), self.init)
 
 
 class FixedWeights:
     """Weights nobody trains (a checkpoint opened for chat only): generate from them directly."""
 
-    def __init__(self, model: GPTModel, label: str):
-        self.model, self.label = model.eval(), label
+    def __init__(self, model: GPTModel, label: str, dtype: torch.dtype = torch.float32):
+        self.model, self.label = model.to(dtype).eval(), label
 
     def take(self) -> tuple[GPTModel, str]:
         return self.model, self.label

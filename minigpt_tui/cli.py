@@ -11,10 +11,13 @@ from core.events import Failed, Finished
 from core.flags import add_training_args, configs_from_args, positive
 from core.generate import check_sampling, generate, prepare_prompt
 from core.headless import run_headless, tolerant_output
+from core.precision import DTYPES, inference_dtype
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import RunOutputs, resolve_device
 from core.tokenizer import decode_stream, encode
 from minigpt_tui.inspect_command import add_inspect_command, inspect_main
+
+CHAT_DTYPES = ["auto", *DTYPES]
 
 
 def sampling_setting(name: str, kind: type):
@@ -57,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "session): it follows the run's files as they grow, training nothing, and the chat answers from the "
         "run's newest checkpoint; with --device (the chat's, default cpu, to leave the GPU to training) and --out "
         "(where s saves the plot, default RUN_DIR) only",
+    )
+    parser.add_argument(
+        "--chat-dtype",
+        choices=CHAT_DTYPES,
+        help="the dtype of the chat's copy of the weights: auto (default) = bfloat16 on a CUDA GPU that has it "
+        "(half the bytes to read per token), float32 elsewhere; float32 gives exactly the model's tokens",
     )
     # A flag may stand before its subcommand or after it (`minigpt-tui --preset tiny train`): the subcommands'
     # parsers leave out what they were not given (SUPPRESS), instead of overwriting what the main parser read.
@@ -103,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
     generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    generate_cmd.add_argument(
+        "--chat-dtype",
+        choices=CHAT_DTYPES,
+        help="the weights' dtype while generating: float32 (default) gives exactly the model's greedy tokens; "
+        "bfloat16 reads half the bytes per token; auto = bfloat16 on a CUDA GPU that has it, else float32",
+    )
     add_inspect_command(commands)
     return parser
 
@@ -143,6 +158,7 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
+    model = model.to(inference_dtype(args.chat_dtype or "float32", device))
     context_length = model.cfg.context_length
     prompt_ids, cropped = prepare_prompt(encode(args.prompt), context_length)
     if cropped:
@@ -181,10 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         ask_about_earlier_run(parser, args)
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
+        if args.chat_dtype:
+            parser.error("--chat-dtype sets the precision of the app's chat; the train command has no chat")
         return run_headless(args.preset, model_cfg, train_cfg)
     from minigpt_tui.sources import LiveRun  # Textual loads only for the app
 
-    return tui_main(LiveRun(model_cfg, train_cfg, args.preset))
+    return tui_main(LiveRun(model_cfg, train_cfg, args.preset), args.chat_dtype)
 
 
 def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -206,7 +224,7 @@ def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     except CheckpointError as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
-    return tui_main(OpenedRun(checkpoint, args.out, preset_name(checkpoint.model.cfg)))
+    return tui_main(OpenedRun(checkpoint, args.out, preset_name(checkpoint.model.cfg)), args.chat_dtype)
 
 
 def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -220,7 +238,7 @@ def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     device = device_or_error(parser, args.device or "cpu")
     from minigpt_tui.sources import FollowedRun  # Textual loads only for the app
 
-    return tui_main(FollowedRun(run_dir, str(device), args.out))
+    return tui_main(FollowedRun(run_dir, str(device), args.out), args.chat_dtype)
 
 
 def ask_about_earlier_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -258,7 +276,7 @@ def refuse_training_flags(parser: argparse.ArgumentParser, args, flag: str, what
     if args.command:
         parser.error(f"{flag} {what}; it does not go with the {args.command} command")
     given = [option(name) for name, value in vars(args).items() if value is not None and name != "command"]
-    training_flags = [name for name in given if name not in (flag, "--device", "--out")]
+    training_flags = [name for name in given if name not in (flag, "--device", "--out", "--chat-dtype")]
     if training_flags:
         verb = "does" if len(training_flags) == 1 else "do"
         parser.error(f"{flag} {what}, without training, so {', '.join(training_flags)} {verb} not apply; {instead}")
@@ -276,11 +294,13 @@ def device_or_error(parser: argparse.ArgumentParser, name: str):
         parser.error(str(e))
 
 
-def tui_main(source) -> int:
-    """Run the app on a `minigpt_tui.sources.RunSource`. The exit status: 1 for a failed run or a crash of the
-    app itself, 128 + the signal for a signal (as headless), else 0."""
+def tui_main(source, chat_dtype: str | None = None) -> int:
+    """Run the app on a `minigpt_tui.sources.RunSource`, its chat in `chat_dtype` (--chat-dtype; default auto).
+    The exit status: 1 for a failed run or a crash of the app itself, 128 + the signal for a signal (as
+    headless), else 0."""
     from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
 
+    source.chat_dtype = chat_dtype or "auto"
     app = MiniGPTApp(source)
     result = app.run()
     if isinstance(result, Failed):

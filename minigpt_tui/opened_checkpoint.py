@@ -7,6 +7,8 @@ the checkpoint's history, the status line at the checkpoint's step. Nothing trai
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig
 from core.events import EpochSampled, Evaluated, Position, RunStarted, StepDone
@@ -81,8 +83,8 @@ class LatestCheckpoint:
     """The chat's weights in `--attach` mode: those of a checkpoint file a run elsewhere keeps replacing
     (its last.pt), loaded again, on the chat's thread, whenever the file has changed since the last reply."""
 
-    def __init__(self, path: Path, device):
-        self.path, self.device = path, device
+    def __init__(self, path: Path, device, dtype: torch.dtype = torch.float32):
+        self.path, self.device, self.dtype = path, device, dtype  # dtype: of the chat's copy
         self.model: GPTModel | None = None
         self.label = ""
         self._loaded: tuple[int, int, int] | None = None  # (inode, mtime, size) of the file the model came from
@@ -108,5 +110,5 @@ class LatestCheckpoint:
             if self.model is None:
                 raise
             return self.model, f"{self.label} (the newer {self.path.name} is unreadable: {e})"
-        self.model, self.label, self._loaded = opened.model, opened.weights_label(), seen
+        self.model, self.label, self._loaded = opened.model.to(self.dtype), opened.weights_label(), seen
         return self.model, self.label

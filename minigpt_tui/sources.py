@@ -13,11 +13,13 @@ tab, a browser viewer) plugs into the event stream: it takes the same events, fr
 import threading
 from pathlib import Path
 
+import torch
 from rich.text import Text
 
 from core.config import GPTConfig, TrainConfig
 from core.control import TrainingControl
 from core.events import CheckpointSaved
+from core.precision import inference_dtype
 from core.run import TrainingRun
 from minigpt_tui.chat import FixedWeights, TrainerWeights
 from minigpt_tui.opened_checkpoint import LatestCheckpoint, OpenedCheckpoint
@@ -39,6 +41,7 @@ class RunSource:
     control: TrainingControl | None = None  # pause, resume, checkpoint and stop requests, for a run that trains
     actions: frozenset[str] = frozenset()  # which of TRAINING_ACTIONS it offers
     opens_on_prompt = False  # the app opens with the chat's prompt box focused
+    chat_dtype = "float32"  # of the chat's copy of the weights (--chat-dtype, which defaults to auto): see below
 
     def __init__(self) -> None:
         self.ended = threading.Event()  # set once nothing is left to save: the app may leave however it must
@@ -57,6 +60,10 @@ class RunSource:
     def chat_hint(self, saved: CheckpointSaved | None) -> str | Text:
         """What the chat says before the first prompt; `saved` is the run's newest checkpoint event, if any."""
         raise NotImplementedError
+
+    def chat_precision(self, device) -> torch.dtype:
+        """The dtype the chat's weights are kept in on `device` (see `core.precision.inference_dtype`)."""
+        return inference_dtype(self.chat_dtype, torch.device(device))
 
 
 class LiveRun(RunSource):
@@ -86,7 +93,8 @@ class LiveRun(RunSource):
     def chat_weights(self) -> ChatWeights | None:
         if self.run is None or self.run.trainer is None:
             return None
-        return TrainerWeights(self.run.trainer, self.train_cfg.init)
+        trainer = self.run.trainer
+        return TrainerWeights(trainer, self.train_cfg.init, self.chat_precision(trainer.device))
 
     def chat_hint(self, saved: CheckpointSaved | None) -> str:
         return "Press i to type a prompt: the model continues it with its latest weights, while it trains."
@@ -109,7 +117,7 @@ class FollowedRun(RunSource):
         start_following(app, self.follower)
 
     def chat_weights(self) -> ChatWeights:
-        return LatestCheckpoint(self.follower.outputs.checkpoint, self.device)
+        return LatestCheckpoint(self.follower.outputs.checkpoint, self.device, self.chat_precision(self.device))
 
     def chat_hint(self, saved: CheckpointSaved | None) -> Text:
         path = self.follower.outputs.checkpoint
@@ -139,7 +147,8 @@ class OpenedRun(RunSource):
             app.take(self.checkpoint.last_step)
 
     def chat_weights(self) -> ChatWeights:
-        return FixedWeights(self.checkpoint.model, self.checkpoint.weights_label())
+        dtype = self.chat_precision(self.checkpoint.device)
+        return FixedWeights(self.checkpoint.model, self.checkpoint.weights_label(), dtype)
 
     def chat_hint(self, saved: CheckpointSaved | None) -> str:
         return "Type a prompt and press Enter: the checkpoint's model continues it."

@@ -15,7 +15,9 @@ import core.train
 from core import GPTModel, generate_text_simple, resume, text_to_token_ids, token_ids_to_text
 from core.checkpoint import load_model, save_checkpoint
 from core.events import RunStarted, Tokenizing
+from core.generate import generate
 from core.headless import LogPrinter
+from core.tokenizer import encode
 from minigpt_tui import cli
 from minigpt_tui.cli import main
 
@@ -313,6 +315,15 @@ def test_generate_streams_the_greedy_continuation_piece_by_piece(monkeypatch, ti
     pieces = [entry for entry in terminal.log if entry is not FLUSH]
     assert len(pieces) >= 12 and terminal.log[-1] == "\n"
     assert terminal.log[1:-1:2] == [FLUSH] * (len(pieces) - 1)  # the prompt and each new piece, flushed at once
+
+
+def test_generate_with_bfloat16_weights_continues_like_a_bfloat16_copy(monkeypatch, tiny_checkpoint):
+    prompt = "Every effort moves you"
+    code, terminal = generate_cli(monkeypatch, prompt, "--checkpoint", str(tiny_checkpoint), "--chat-dtype", "bfloat16")
+    assert code == 0
+    model, _ = load_model(tiny_checkpoint)
+    new_ids = generate(model.to(torch.bfloat16), encode(prompt), 50)
+    assert terminal.text() == prompt + token_ids_to_text(list(new_ids)) + "\n"
 
 
 def test_generate_prints_characters_split_across_tokens_whole(monkeypatch, tiny_checkpoint):

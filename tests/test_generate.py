@@ -121,8 +121,8 @@ def test_top_k_and_top_p_only_ever_pick_from_the_kept_tokens(model):
 def test_stops_right_after_end_of_text(model, monkeypatch):
     forward = model.forward
 
-    def end_after_three_tokens(idx, cache=None):
-        logits = forward(idx, cache)
+    def end_after_three_tokens(idx, cache=None, last_only=False):
+        logits = forward(idx, cache, last_only)
         if len(cache) >= 5 + 3:  # the 5-token prompt and 3 new tokens are in the cache
             logits[..., END_OF_TEXT_ID] = 1e9
         return logits

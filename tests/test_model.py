@@ -84,6 +84,13 @@ def test_feeding_tokens_through_a_kv_cache_gives_the_same_logits(model, tiny_cfg
     assert len(cache) == 12
 
 
+def test_last_only_gives_the_last_positions_logits(model, tiny_cfg):
+    ids = torch.randint(0, tiny_cfg.vocab_size, (2, 7))
+    last = model(ids, last_only=True)
+    assert last.shape == (2, 1, tiny_cfg.vocab_size)
+    torch.testing.assert_close(last, model(ids)[:, -1:], atol=1e-5, rtol=1e-5)
+
+
 def test_a_tied_head_shares_the_token_embedding(tiny_cfg):
     model = GPTModel(preset("tiny", tie_weights=True))
     assert model.out_head.weight is model.tok_emb.weight

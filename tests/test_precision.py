@@ -10,7 +10,7 @@ from helpers import TINY16, of, train
 from core.checkpoint import load_checkpoint
 from core.events import Finished, StepDone
 from core.model import GPTModel
-from core.precision import compute_dtype
+from core.precision import compute_dtype, inference_dtype
 
 
 @pytest.fixture
@@ -55,3 +55,12 @@ def test_auto_precision_is_float32_on_a_cpu_and_unknown_names_are_refused():
     assert compute_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype 'half'"):
         compute_dtype("half", torch.device("cpu"))
+
+
+def test_the_chat_dtype_is_the_one_asked_for_and_auto_is_one_of_them():
+    cpu = torch.device("cpu")
+    assert inference_dtype("float32", cpu) == torch.float32
+    assert inference_dtype("bfloat16", cpu) == torch.bfloat16
+    assert inference_dtype("auto", cpu) == torch.float32  # bfloat16 decoding measured slower on a CPU
+    with pytest.raises(ValueError, match="unknown dtype 'float16'"):
+        inference_dtype("float16", cpu)

@@ -8,6 +8,7 @@ from helpers import OneParameterAtATime, make_trainer
 
 from core.checkpoint import load_model
 from core.events import Position, StateChanged, StepDone
+from core.generate import generate
 from core.model import GPTModel
 from core.snapshot import copy_weights, inference_model, snapshot
 
@@ -98,3 +99,14 @@ def test_building_the_chat_model_leaves_the_training_random_stream_alone(tiny_cf
     source = GPTModel(tied).eval()
     copy_weights(source, into)
     assert same_weights(into, source)
+
+
+def test_a_bfloat16_copy_holds_the_trainer_s_weights_rounded_and_generates(tiny_cfg, quick_train_cfg, story):
+    trainer = make_trainer(tiny_cfg, quick_train_cfg, story)
+    into = inference_model(tiny_cfg, dtype=torch.bfloat16)
+    snapshot(trainer, into)
+    assert into.out_head.weight.dtype == torch.bfloat16
+    for name, weights in trainer.model.state_dict().items():
+        assert torch.equal(into.state_dict()[name], weights.to(torch.bfloat16)), name
+    tokens = list(generate(into, [464, 318, 257], 5, stop_at_eot=False))
+    assert len(tokens) == 5 and all(0 <= token < tiny_cfg.vocab_size for token in tokens)
