@@ -273,7 +273,7 @@ def test_a_missing_extra_says_which_pip_install_fixes_it(package, source, saved,
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["generate", "hi"], "one of the arguments --checkpoint --init is required"),
+        (["generate", "hi"], "the generate command needs one of --checkpoint PATH or --init WEIGHTS"),
         (["generate", "hi", "--checkpoint", "a.pt", "--init", "gpt2"], "not allowed with argument --checkpoint"),
         (["train", "--preset", "tiny", "--init", "gpt2"], "argument --init: not allowed with argument --preset"),
     ],
