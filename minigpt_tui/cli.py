@@ -7,6 +7,7 @@ from pathlib import Path
 from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig, preset_name
 from core.distributed import from_environment
+from core.export import EXPORTED_FILES, export_hf
 from core.events import Failed, Finished
 from core.generate import check_sampling, generate, prepare_prompt
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run's newest checkpoint; with --device (the chat's, default cpu, to leave the GPU to training) and --out "
         "(where s saves the plot, default RUN_DIR) only",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{train,generate}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,generate,export,serve}")
     train = commands.add_parser("train", help="train without the UI, printing the log")
     add_training_args(train)
     generate_cmd = commands.add_parser("generate", help="continue a prompt with a checkpoint or GPT-2's weights")
@@ -87,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
     generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    export = commands.add_parser(
+        "export",
+        help="write a checkpoint's model as a Hugging Face GPT-2 directory",
+        description="Write a checkpoint's model as a Hugging Face GPT-2 directory (config.json and "
+        "model.safetensors) that transformers' GPT2LMHeadModel.from_pretrained(DIR) loads, and --init DIR reads "
+        "back. Its tokenizer is GPT-2's.",
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. results/best.pt")
+    export.add_argument("--to", required=True, metavar="DIR", help="the directory to write (created if need be)")
+    export.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers' GPT-2")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export in DIR")
     return parser
 
 
@@ -116,6 +128,27 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return 0
 
 
+def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    out_dir = Path(args.to)
+    if out_dir.exists() and not out_dir.is_dir():
+        parser.error(f"--to {out_dir}: is not a directory")
+    earlier = [name for name in EXPORTED_FILES if (out_dir / name).exists()]
+    if earlier and not args.overwrite:
+        parser.error(f"--to {out_dir}: already holds {' and '.join(earlier)}; add --overwrite to replace them")
+    try:
+        model, _ = load_model(args.checkpoint, mmap=True)  # the weights only: the optimizer's state stays on disk
+        written = export_hf(model, out_dir)
+    except (CheckpointError, PretrainedError) as e:
+        print(f"minigpt-tui: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"minigpt-tui: error: cannot write to {out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"Wrote {', '.join(map(str, written))}: a Hugging Face GPT-2 of {model.num_parameters():,} parameters")
+    print(f"Load it with transformers.GPT2LMHeadModel.from_pretrained({str(out_dir)!r}), or train on with --init")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -127,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return chat_only_main(parser, args)
     if args.command == "generate":
         return generate_main(parser, args)
+    if args.command == "export":
+        return export_main(parser, args)
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
         return run_headless(args.preset, model_cfg, train_cfg)
