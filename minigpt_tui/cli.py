@@ -1,4 +1,4 @@
-"""The `minigpt-tui` command: the training app by default, plus the `train` and `generate` subcommands."""
+"""The `minigpt-tui` command: the training app by default, plus the `train`, `generate`, `export` and `serve` subcommands."""
 
 import argparse
 import sys
@@ -7,8 +7,8 @@ from pathlib import Path
 from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig, preset_name
 from core.distributed import from_environment
-from core.export import EXPORTED_FILES, export_hf
 from core.events import Failed, Finished
+from core.export import EXPORTED_FILES, export_hf
 from core.generate import check_sampling, generate, prepare_prompt
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import resolve_device
