@@ -16,6 +16,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.drivers.web_driver import WebDriver
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from core import events
@@ -30,6 +31,7 @@ from minigpt_tui.following import start_following
 from minigpt_tui.opened_checkpoint import LatestCheckpoint, OpenedCheckpoint
 from minigpt_tui.run_files import LIVE, RunFollower
 from minigpt_tui.training import start_training
+from minigpt_tui.web_driver import ServedDriver
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import compact
@@ -129,6 +131,11 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
                 with TabPane("Chat", id="chat-tab"):
                     yield ChatPane(hint, id="chat")
         yield Footer(compact=True)
+
+    def get_driver_class(self):
+        # textual-serve runs the app with Textual's web driver, which would outlive a server that goes away.
+        driver_class = super().get_driver_class()
+        return ServedDriver if driver_class is WebDriver else driver_class
 
     def get_system_commands(self, screen):
         # Textual's own "Quit" would stand beside ours (commands.py), which says what quitting does here.

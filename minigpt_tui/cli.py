@@ -1,4 +1,4 @@
-"""The `minigpt-tui` command: the training app by default, plus the `train`, `generate`, `export` and `serve` subcommands."""
+"""The `minigpt-tui` command: the training app by default, and the train, generate, export and serve subcommands."""
 
 import argparse
 import sys
@@ -99,7 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", required=True, metavar="DIR", help="the directory to write (created if need be)")
     export.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers' GPT-2")
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in DIR")
+    serve = commands.add_parser(
+        "serve",
+        help="the dashboard of a run directory in a browser",
+        description="Serve the --attach dashboard of a run directory in a browser (needs the [web] extra): each "
+        "browser tab gets its own app, following the run's files; a page load never trains. With --train, start "
+        "the run too, headless (its log in RUN_DIR/train.log), with any training flags; stopping the server "
+        "(Ctrl+C) stops the run after its current step and saves.",
+        epilog="From another machine: ssh -L 8000:localhost:8000 THIS_BOX, then open http://localhost:8000",
+    )
+    serve.add_argument(
+        "run_dir", nargs="?", metavar="RUN_DIR", help="the run's output directory (with --train: default --out's)"
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; any other is reachable by whoever can reach the port)",
+    )
+    serve.add_argument("--port", type=port_number, default=8000, help="default: %(default)s")
+    serve.add_argument("--train", action="store_true", help="start the training run too (with the training flags)")
+    add_training_args(serve)
     return parser
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return int(text)
 
 
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -149,6 +175,48 @@ def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     return 0
 
 
+def serve_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from minigpt_tui import serve
+
+    train_argv = serve_training_argv(args)
+    if args.train:
+        if args.run_dir and args.out and Path(args.run_dir) != Path(args.out):
+            parser.error(f"serve {args.run_dir} --out {args.out}: give the run directory once")
+        args.out = args.out or args.run_dir
+        train_cfg = configs_from_args(parser, args)[1]  # bad flags end here, before anything starts
+        run_dir, device = Path(train_cfg.out_dir), "cpu"  # the chat's device: the GPU is training's
+    elif train_argv:
+        parser.error(f"serve without --train only follows a run, so {train_argv[0]} does not apply; add --train")
+    elif not args.run_dir:
+        parser.error("serve: give the run directory to follow (RUN_DIR), or --train to start a run")
+    else:
+        run_dir, device = Path(args.run_dir), args.device or "cpu"
+    if run_dir.exists() and not run_dir.is_dir():
+        parser.error(f"serve {run_dir}: is not a directory (give the run's output directory, its --out)")
+    for problem in (serve.textual_serve_missing(), serve.port_in_use(args.host, args.port)):
+        if problem:
+            print(f"minigpt-tui: error: {problem}", file=sys.stderr)
+            return 1
+    if args.train:
+        training = serve.start_training([*train_argv, "--out", str(run_dir)], run_dir)
+    else:
+        training = None
+    return serve.serve(run_dir, args.host, args.port, device, training)
+
+
+def serve_training_argv(args: argparse.Namespace) -> list[str]:
+    """The training flags given to `serve`, as `minigpt-tui train` takes them (--device aside when not training)."""
+    flags = argparse.ArgumentParser(add_help=False)
+    add_training_args(flags)
+    argv = []
+    for action in flags._actions:
+        value = getattr(args, action.dest, None)
+        if value is None or action.dest == "out" or (action.dest == "device" and not args.train):
+            continue
+        argv += [action.option_strings[0]] if action.nargs == 0 else [action.option_strings[0], str(value)]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -162,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         return generate_main(parser, args)
     if args.command == "export":
         return export_main(parser, args)
+    if args.command == "serve":
+        return serve_main(parser, args)
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
         return run_headless(args.preset, model_cfg, train_cfg)
