@@ -119,7 +119,8 @@ def serve(run_dir: Path, host: str, port: int, device: str, training: subprocess
             if status == 0:
                 print(f"The training run finished ({last_line(log)}); its dashboard is still served.", flush=True)
                 return
-            print(f"minigpt-tui: error: the training run ended (status {status}): {last_line(log)}", flush=True)
+            message = f"minigpt-tui: error: the training run ended (status {status}): {last_line(log)}"
+            print(message, file=sys.stderr, flush=True)
             asyncio.get_running_loop().call_soon(self.request_exit)  # nothing left to serve
 
         async def handle_websocket(self, request):

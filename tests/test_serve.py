@@ -191,6 +191,16 @@ async def test_ctrl_c_stops_the_run_after_its_step_saves_and_leaves_no_process(t
         end(server)
 
 
+def test_a_run_that_fails_to_start_stops_the_server_with_its_error(tmp_path):
+    server, port = start_server("--train", *TINY, "--data", "missing.txt", cwd=tmp_path)
+    try:
+        out, err = server.communicate(timeout=WAIT_S)
+        assert server.returncode == 1
+        assert "minigpt-tui: error: the training run ended (status 1): " in err and "missing.txt" in err
+    finally:
+        end(server)
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 async def test_the_served_app_exits_when_its_server_goes_away(how, tmp_path):
     server, port = start_server(str(tmp_path / "run"), cwd=tmp_path)
