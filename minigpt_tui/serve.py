@@ -92,8 +92,10 @@ def serve(run_dir: Path, host: str, port: int, device: str, training: subprocess
     from textual_serve.server import Server
 
     class DashboardServer(Server):
-        caught: int | None = None
-        connections: set[asyncio.Task] = set()  # one per browser tab
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.caught: int | None = None  # the signal that stopped the server
+            self.connections: set[asyncio.Task] = set()  # one per browser tab
 
         async def on_startup(self, app) -> None:
             logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per request
