@@ -1,23 +1,90 @@
-"""What a training run tells its caller (the headless printer, the TUI): plain, immutable event objects."""
+"""What a training run tells its caller (the headless printer, the TUI): plain, immutable event objects.
+
+Every event is a keyword-only dataclass, so a new field never shifts the meaning of an old call. Positions in
+the run are counted one way everywhere (see `Position`); the epoch/step/global_step fields of the events below
+use that counting.
+"""
 
 from dataclasses import asdict, dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class Position:
+    """Where a run stands, counted the way events, files and the screen count:
+
+    - `epoch` is 1-based: the epoch the latest step belongs to (epoch 1 before the first step);
+    - `step` counts that epoch's steps done, 1 to steps_per_epoch: the last step of an epoch is its own
+      (0 only before the first step);
+    - `global_step` counts the optimizer steps done in all;
+    - `epoch_ended`: the epoch's end-of-epoch work (its sample) is done and the next epoch has not begun.
+
+    The trainer and checkpoints count differently: their `epoch` is 0-based, the epoch in progress, and their
+    `step` goes back to 0 once an epoch ends. `from_trainer` converts from that counting, `after` works the
+    position out from a global step.
+    """
+
+    epoch: int = 1
+    step: int = 0
+    global_step: int = 0
+    epoch_ended: bool = False
+
+    @classmethod
+    def from_trainer(cls, epoch: int, step: int, global_step: int) -> "Position":
+        """From the trainer's (and a checkpoint's "progress") counting: 0-based epoch in progress, step in it."""
+        if step == 0 and epoch > 0:  # epochs done, the next not begun: the last step was the epoch's own last
+            return cls(epoch=epoch, step=global_step // epoch, global_step=global_step, epoch_ended=True)
+        return cls(epoch=epoch + 1, step=step, global_step=global_step)
+
+    @classmethod
+    def after(cls, global_step: int, steps_per_epoch: int) -> "Position":
+        """After `global_step` steps of epochs of `steps_per_epoch` steps (0: unknown, all in epoch 1)."""
+        if not global_step or not steps_per_epoch:
+            return cls(step=global_step, global_step=global_step)
+        epoch = (global_step - 1) // steps_per_epoch + 1
+        step = global_step - (epoch - 1) * steps_per_epoch
+        return cls(epoch=epoch, step=step, global_step=global_step, epoch_ended=step == steps_per_epoch)
+
+    def fields(self) -> dict[str, int]:
+        """The epoch, step and global_step fields of an event at this position."""
+        return {"epoch": self.epoch, "step": self.step, "global_step": self.global_step}
+
+    def __str__(self) -> str:
+        """As the chat names the weights of a reply."""
+        if self.global_step == 0:
+            return "untrained weights"
+        if self.epoch_ended:
+            return f"end of epoch {self.epoch} (step {self.global_step})"
+        return f"epoch {self.epoch}, step {self.step} (step {self.global_step} overall)"
+
+
+class AtPosition:
+    """An event that happened at a position of the run (its `epoch`, `step` and `global_step` fields)."""
+
+    epoch: int
+    step: int
+    global_step: int
+
+    @property
+    def position(self) -> Position:
+        return Position(epoch=self.epoch, step=self.step, global_step=self.global_step)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunStarted:
     device: str
     num_params: int
     epochs: int
-    steps_per_epoch: int
+    steps_per_epoch: int  # 0 where unknown (an old checkpoint opened for chat)
     start_step: int  # global step the run starts from (0 for a new run)
     # A resumed run's evaluations and samples before this session, so a chart can show the whole run.
     history: tuple["Evaluated", ...] = ()
     samples: tuple["EpochSampled", ...] = ()
     max_steps: int | None = None  # the run ends at this global step (mid-epoch), when --max-steps is given
     world_size: int = 1  # training processes (torchrun); this event comes from the first one only
+    sample_prompt: str = ""  # what the samples continue
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Tokenizing:
     """Progress of tokenizing a large corpus into the token cache (once per corpus: later runs read the cache).
     The last one, done_bytes == total_bytes, also comes when the tokens were already cached."""
@@ -29,10 +96,10 @@ class Tokenizing:
     cache_path: str
 
 
-@dataclass(frozen=True)
-class StepDone:
-    epoch: int  # 1-based
-    step: int  # optimizer steps so far in this epoch
+@dataclass(frozen=True, kw_only=True)
+class StepDone(AtPosition):
+    epoch: int  # see Position
+    step: int
     global_step: int
     tokens_seen: int
     loss: float
@@ -40,9 +107,9 @@ class StepDone:
     tokens_per_s: float
 
 
-@dataclass(frozen=True)
-class Evaluated:
-    epoch: int
+@dataclass(frozen=True, kw_only=True)
+class Evaluated(AtPosition):
+    epoch: int  # see Position
     step: int
     global_step: int
     tokens_seen: int
@@ -55,34 +122,52 @@ class Evaluated:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EpochSampled:
-    epoch: int
+    epoch: int  # the epoch just ended, 1-based as in Position
     global_step: int
     text: str  # prompt + greedy continuation, as generated (may hold newlines and any characters)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StateChanged:
-    state: str  # "running" or "paused": what the training thread is really doing now
+    """How the run stands now. From a training thread: "running" or "paused", what it is really doing. From a
+    run followed through its files: what they say (status.json's state, "waiting" before the run has started,
+    "attached" when they do not say), with `message` saying why a run failed."""
+
+    state: str
+    message: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckpointSaved:
     path: str
-    global_step: int
+    global_step: int | None = None  # None: not known (a followed run's checkpoint, which is not read to say)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Finished:
     completed: bool  # False when stopped early
-    epoch: int
-    step: int
+    epoch: int  # 1-based: the epoch under way when stopped or ended mid-epoch by --max-steps, else epochs done
+    step: int  # steps done in that epoch; 0 when the run ended with an epoch
     global_step: int
     elapsed_s: float
     outputs: dict[str, str]  # what was written: name -> path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Failed:
     message: str  # one clear sentence for the user
+
+
+@dataclass(frozen=True, kw_only=True)
+class Restarted:
+    """A followed run's files were rewritten (a new or resumed run in the directory): forget what was shown.
+    The new run's events follow."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unreadable:
+    """Something in a followed run's files could not be read; what could be read is still shown."""
+
+    message: str

@@ -233,7 +233,15 @@ class TrainingRun:
             if self.control.stop_requested:
                 raise TrainingError(f"stopped while tokenizing {source}; nothing was trained, and nothing cached")
             if done_bytes < total_bytes:  # the last report comes below, once the tokens are there
-                self._emit(Tokenizing(source, done_bytes, total_bytes, tokens, str(path)))
+                self._emit(
+                    Tokenizing(
+                        source=source,
+                        done_bytes=done_bytes,
+                        total_bytes=total_bytes,
+                        tokens=tokens,
+                        cache_path=str(path),
+                    )
+                )
 
         if self.dist.local_rank == 0 and not path.exists():
             try:
@@ -246,7 +254,11 @@ class TrainingRun:
         self.dist.barrier()
         tokens = load_tokens(path)
         total_bytes = sum(f.stat().st_size for f in files)
-        self._emit(Tokenizing(source, total_bytes, total_bytes, len(tokens), str(path)))
+        self._emit(
+            Tokenizing(
+                source=source, done_bytes=total_bytes, total_bytes=total_bytes, tokens=len(tokens), cache_path=str(path)
+            )
+        )
         return tokens
 
     def run(self) -> Finished | Failed:
@@ -262,14 +274,19 @@ class TrainingRun:
             # The epoch under way (1-based) when stopped or ended mid-epoch by --max-steps, else the epochs done.
             epoch = trainer.epoch + 1 if not completed or trainer.step else trainer.epoch
             result = Finished(
-                completed, epoch, trainer.step, trainer.global_step, trainer.elapsed(), self.outputs.written()
+                completed=completed,
+                epoch=epoch,
+                step=trainer.step,
+                global_step=trainer.global_step,
+                elapsed_s=trainer.elapsed(),
+                outputs=self.outputs.written(),
             )
         except (CorpusError, TrainingError, ValueError, OSError) as e:
-            result = Failed(str(e))
+            result = Failed(message=str(e))
         except torch.cuda.OutOfMemoryError:
-            result = Failed(self._out_of_memory_message())
+            result = Failed(message=self._out_of_memory_message())
         except torch.distributed.DistError as e:  # a collective failed: another process is gone
-            result = Failed(f"another training process failed or was stopped; this one stops too ({e})")
+            result = Failed(message=f"another training process failed or was stopped; this one stops too ({e})")
         if not self.dist.is_main:
             return result
         if isinstance(result, Failed) and self.trainer is not None:

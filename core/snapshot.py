@@ -8,35 +8,12 @@ latest completed step, training waits at most for one copy (a fraction of a seco
 CPU, far less than a step), and generating from the copy takes no lock at all.
 """
 
-from dataclasses import dataclass
-
 import torch
 
 from core.config import GPTConfig
+from core.events import Position
 from core.model import GPTModel
 from core.trainer import Trainer
-
-
-@dataclass(frozen=True)
-class WeightsVersion:
-    """Which point of training a set of weights comes from, in the trainer's (and a checkpoint's) terms."""
-
-    epoch: int = 0  # 0-based epoch in progress; when `step` is 0, the number of epochs completed
-    step: int = 0  # optimizer steps done in that epoch
-    global_step: int = 0  # optimizer steps done in all
-
-    @classmethod
-    def from_progress(cls, progress: dict | None) -> "WeightsVersion":
-        """The version of a checkpoint's weights, from its "progress" entry (absent: untrained)."""
-        progress = progress or {}
-        return cls(progress.get("epoch", 0), progress.get("step", 0), progress.get("global_step", 0))
-
-    def __str__(self) -> str:
-        if self.global_step == 0:
-            return "untrained weights"
-        if self.step == 0:
-            return f"end of epoch {self.epoch} (step {self.global_step})"
-        return f"epoch {self.epoch + 1}, step {self.step} (step {self.global_step} overall)"
 
 
 def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPTModel:
@@ -61,7 +38,7 @@ def copy_weights(source: GPTModel, into: GPTModel) -> None:
     into.load_state_dict(source.state_dict())
 
 
-def snapshot(trainer: Trainer, into: GPTModel) -> WeightsVersion:
+def snapshot(trainer: Trainer, into: GPTModel) -> Position:
     """Copy the trainer's weights of its latest completed optimizer step into `into`, and say which step.
 
     Works at any time: before training starts (the initial weights), during a step (waits for it to finish),
@@ -70,4 +47,4 @@ def snapshot(trainer: Trainer, into: GPTModel) -> WeightsVersion:
     """
     with trainer.weights_lock:
         copy_weights(trainer.model, into)
-        return WeightsVersion(trainer.epoch, trainer.step, trainer.global_step)
+        return trainer.position()

@@ -23,7 +23,7 @@ from core.config import KEPT_ON_RESUME, TrainConfig
 from core.control import TrainingControl
 from core.data import fingerprint, sequential_loader
 from core.distributed import Distributed, gradient_sync
-from core.events import CheckpointSaved, EpochSampled, Evaluated, RunStarted, StateChanged, StepDone
+from core.events import CheckpointSaved, EpochSampled, Evaluated, Position, RunStarted, StateChanged, StepDone
 from core.fileio import atomic_link
 from core.generate import generate
 from core.model import GPTModel
@@ -103,7 +103,8 @@ class Trainer:
         self.weights_lock = threading.Lock()
         self.steps_per_epoch = len(train_loader) // cfg.grad_accum
         self.epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / self.steps_per_epoch)
-        # Progress; `epoch` is 0-based here and 1-based in events.
+        # Progress, counted as checkpoints count it (see core.events.Position): `epoch` is the 0-based epoch in
+        # progress, `step` the steps done in it.
         self.epoch = 0
         self.step = 0  # optimizer steps done in the current epoch
         self.global_step = 0
@@ -124,15 +125,16 @@ class Trainer:
         self._session_tokens, self._session_step_s = 0, 0.0
         self.emit(
             RunStarted(
-                str(self.device),
-                self.model.num_parameters(),
-                self.epochs,
-                self.steps_per_epoch,
-                self.global_step,
-                tuple(Evaluated(**record) for record in self.history),
-                tuple(self.sample_events()),
-                self.cfg.max_steps,
-                self.dist.world_size,
+                device=str(self.device),
+                num_params=self.model.num_parameters(),
+                epochs=self.epochs,
+                steps_per_epoch=self.steps_per_epoch,
+                start_step=self.global_step,
+                history=tuple(Evaluated(**record) for record in self.history),
+                samples=tuple(self.sample_events()),
+                max_steps=self.cfg.max_steps,
+                world_size=self.dist.world_size,
+                sample_prompt=self.cfg.sample_prompt,
             )
         )
         while self.epoch < self.epochs:
@@ -166,19 +168,22 @@ class Trainer:
         """At a step boundary: save if asked, wait out a pause; False once a stop is requested."""
         self._save_if_requested()
         if self.control.pause_requested and not self.control.stop_requested:
-            self.emit(StateChanged("paused"))
+            self.emit(StateChanged(state="paused"))
             paused_at = time.perf_counter()
             while self.control.wait_while_paused():
                 self._save_if_requested()
             self._paused_s += time.perf_counter() - paused_at
             if not self.control.stop_requested:
-                self.emit(StateChanged("running"))
+                self.emit(StateChanged(state="running"))
         # A signal may reach the processes at different steps: they stop together, at the first one any has seen.
         return not self.dist.any(self.control.stop_requested, self.device)
 
     def _save_if_requested(self) -> None:
         if self.control.take_checkpoint_request() and self.checkpoint_path is not None:
             self.save_checkpoint(self.checkpoint_path)
+
+    def position(self) -> Position:
+        return Position.from_trainer(self.epoch, self.step, self.global_step)
 
     def elapsed(self) -> float:
         return self.elapsed_s + time.perf_counter() - self._clock_start - self._paused_s
@@ -214,7 +219,13 @@ class Trainer:
         self._session_step_s += time.perf_counter() - started
         tokens_per_s = self._session_tokens / self._session_step_s
         self.emit(
-            StepDone(self.epoch + 1, self.step, self.global_step, self.tokens_seen, loss, self.elapsed(), tokens_per_s)
+            StepDone(
+                **self.position().fields(),
+                tokens_seen=self.tokens_seen,
+                loss=loss,
+                elapsed_s=self.elapsed(),
+                tokens_per_s=tokens_per_s,
+            )
         )
 
     def _check_finite(self, what: str, value: float) -> None:
@@ -250,7 +261,11 @@ class Trainer:
     def _evaluate(self) -> None:
         train_loss, val_loss = self.evaluate()
         event = Evaluated(
-            self.epoch + 1, self.step, self.global_step, self.tokens_seen, train_loss, val_loss, self.elapsed()
+            **self.position().fields(),
+            tokens_seen=self.tokens_seen,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            elapsed_s=self.elapsed(),
         )
         self.history.append(event.record())
         self.emit(event)
@@ -270,11 +285,14 @@ class Trainer:
             return
         text = self.sample()
         self.samples.append(text)
-        self.emit(EpochSampled(self.epoch + 1, self.global_step, text))
+        self.emit(EpochSampled(epoch=self.epoch + 1, global_step=self.global_step, text=text))
 
     def sample_events(self) -> list[EpochSampled]:
         """The samples so far as the events that announced them (one at the end of each epoch)."""
-        return [EpochSampled(i + 1, (i + 1) * self.steps_per_epoch, text) for i, text in enumerate(self.samples)]
+        return [
+            EpochSampled(epoch=i + 1, global_step=(i + 1) * self.steps_per_epoch, text=text)
+            for i, text in enumerate(self.samples)
+        ]
 
     def _save_due(self) -> bool:
         if self.checkpoint_path is None:
@@ -308,7 +326,7 @@ class Trainer:
             raise self._save_failed(path, e) from None
         self._saved_at = time.perf_counter()
         self._save_s = self._saved_at - started
-        self.last_saved = CheckpointSaved(str(path), self.global_step)
+        self.last_saved = CheckpointSaved(path=str(path), global_step=self.global_step)
         self.emit(self.last_saved)
 
     def _save_failed(self, path, error: OSError) -> TrainingError:
@@ -375,7 +393,7 @@ class Trainer:
         self.tokens_seen, self.elapsed_s = progress["tokens_seen"], progress["elapsed_s"]
         self.best_val_loss = progress["best_val_loss"]
         self.history, self.samples = list(ckpt["history"]), list(ckpt["samples"])
-        self.last_saved = CheckpointSaved(str(path), self.global_step)
+        self.last_saved = CheckpointSaved(path=str(path), global_step=self.global_step)
         try:
             restore_rng_states(ckpt["rng"])  # last: nothing may draw from the streams before training does
         except (KeyError, TypeError, ValueError, RuntimeError) as e:

@@ -1,17 +1,16 @@
-"""The training app: wires the panels to a training run on a worker thread, and the chat pane to the run's
-weights. The panels live in `widgets/`, the styles in `app.tcss`, the command palette's entries in
-`commands.py`, the chat's engine in `chat.py`."""
+"""The training app: the panels, fed by one run source (`sources.py`: a run training here, a run followed through
+its files, or an opened checkpoint) through one route, and the chat pane, fed by that source's weights. The
+panels live in `widgets/`, the styles in `app.tcss`, the command palette's entries in `commands.py`, the chat's
+engine in `chat.py`."""
 
 import asyncio
 import contextlib
-import functools
 import os
 import signal
 import threading
-from dataclasses import replace
+import time
 from pathlib import Path
 
-from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -19,53 +18,36 @@ from textual.containers import Horizontal, Vertical
 from textual.drivers.web_driver import WebDriver
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from core import events
-from core.config import GPTConfig, TrainConfig
-from core.control import TrainingControl
+from core.events import (
+    CheckpointSaved,
+    EpochSampled,
+    Evaluated,
+    Failed,
+    Finished,
+    Restarted,
+    RunStarted,
+    StateChanged,
+    Unreadable,
+)
 from core.plotting import save_loss_plot
 from core.run import RunOutputs
 from minigpt_tui import messages
-from minigpt_tui.chat import FixedWeights, TrainerWeights, save_conversation
+from minigpt_tui.chat import save_conversation
 from minigpt_tui.commands import TrainingCommands
-from minigpt_tui.following import start_following
-from minigpt_tui.opened_checkpoint import LatestCheckpoint, OpenedCheckpoint
-from minigpt_tui.run_files import LIVE, RunFollower
-from minigpt_tui.training import start_training
+from minigpt_tui.run_files import LIVE
+from minigpt_tui.sources import TRAINING_ACTIONS, RunSource
+from minigpt_tui.text import compact
 from minigpt_tui.web_driver import ServedDriver
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
-from minigpt_tui.widgets.status_bar import compact
+from minigpt_tui.widgets.status_bar import ENDED
 
-CHAT_HINT = "Press i to type a prompt: the model continues it with its latest weights, while it trains."
-CHAT_HINT_CHECKPOINT = "Type a prompt and press Enter: the checkpoint's model continues it."
-CHAT_HINT_ATTACHED = "Press i to type a prompt: the run's newest checkpoint, {}, continues it."
-CHAT_HINT_NO_CHECKPOINT = "There is no checkpoint in {} yet: the chat answers once the run saves last.pt."
-TRAINING_ACTIONS = ("pause", "resume", "toggle_pause", "save_checkpoint", "stop_training")
+HANG_UP_GRACE_S = 5.0  # after a hang-up, how long a normal exit may take before the process leaves regardless
 
 
-def on_training(message_type):
-    """`@on(message_type)`, but ignored once the app is shutting down: `App.run_test()` shuts it down while
-    training messages may still be queued, and by then the widgets are gone."""
-
-    def decorate(handler):
-        @on(message_type)
-        @functools.wraps(handler)
-        def handle_while_running(self, message):
-            if self.is_running:
-                handler(self, message)
-
-        return handle_while_running
-
-    return decorate
-
-
-class MiniGPTApp(App[events.Finished | events.Failed | None]):
-    """Trains from the moment it opens; returns the run's Finished or Failed event when it exits.
-
-    With `checkpoint`, it trains nothing: it shows that checkpoint's record and chats with its weights.
-    With `attached`, it trains nothing either: it follows a run started elsewhere through the run's files, and
-    chats with the newest checkpoint there.
-    """
+class MiniGPTApp(App[Finished | Failed | None]):
+    """Shows the run of one `RunSource` and chats with its weights; returns the run's Finished or Failed event,
+    for a run that trains here, when it exits."""
 
     CSS_PATH = "app.tcss"
     TITLE = "minigpt-tui"
@@ -89,48 +71,39 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
     ]
 
-    def __init__(
-        self,
-        model_cfg: GPTConfig | None,
-        train_cfg: TrainConfig,
-        preset_name: str = "",
-        checkpoint: OpenedCheckpoint | None = None,
-        attached: RunFollower | None = None,
-    ) -> None:
+    def __init__(self, source: RunSource) -> None:
         super().__init__()
-        self.model_cfg, self.train_cfg = model_cfg, train_cfg
-        self.checkpoint = checkpoint  # chat only
-        self.attached = attached  # a run followed through its files
-        self.attached_state = "waiting"  # what the attached run's files say
-        origin = checkpoint.init if checkpoint else train_cfg.init
-        self.sub_title = f"pretrained {origin}" if origin else preset_name  # where the weights came from
-        self.outputs = RunOutputs(train_cfg.out_dir)
-        self.training_run = None  # the TrainingRun, once started
-        self.control = TrainingControl()
-        self.training_ended = threading.Event()  # set on the training thread once the run has written its files
+        self.source = source
+        self.sub_title = source.origin  # where the weights came from
+        self.outputs = RunOutputs(source.out_dir)
+        self.reported_state = source.initial_state  # what the source last said of the run
         self.history: list[dict] = []  # metrics records, for saving the plot
         self.steps_per_epoch = 0
-        self.trainer_state = "starting"  # what the training thread last reported: starting, running, paused
-        self.result: events.Finished | events.Failed | None = None
+        self.samples = 0
+        self.saved: CheckpointSaved | None = None  # the run's newest checkpoint, for the chat's hint
+        self.has_weights = False  # the chat has been given the source's weights
+        self.result: Finished | Failed | None = None
         self.quitting = False
+        self.exit_status = 0  # 128 + the signal that made the app quit, as a shell reports a killed command
         self.checkpoint_requested = False
 
     def compose(self) -> ComposeResult:
-        hint = CHAT_HINT_CHECKPOINT if self.checkpoint else CHAT_HINT
-        if self.attached:
-            hint = Text(CHAT_HINT_NO_CHECKPOINT.format(self.attached.dir))
         with Vertical(id="run"):
             yield StatusBar(id="status")
             yield RunProgress(id="progress")
         with Horizontal(id="main"):
             yield LossChart(id="loss")
             # Tabs rather than a split, so that at 80x24 each keeps the column's full height.
-            with TabbedContent(id="side", initial="chat-tab" if self.checkpoint else "samples-tab"):
+            with TabbedContent(id="side", initial="chat-tab" if self.source.opens_on_prompt else "samples-tab"):
                 with TabPane("Samples", id="samples-tab"):
                     yield SamplesLog(id="samples")
                 with TabPane("Chat", id="chat-tab"):
-                    yield ChatPane(hint, id="chat")
+                    yield ChatPane(self.source.chat_hint(None), id="chat")
         yield Footer(compact=True)
+
+    def views(self) -> list:
+        """The panels that show the run: each takes every event in `show_event`. A new view goes here."""
+        return [self.query_one(view) for view in (StatusBar, RunProgress, LossChart, SamplesLog)]
 
     def get_driver_class(self):
         # textual-serve runs the app with Textual's web driver, which would outlive a server that goes away.
@@ -143,80 +116,67 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     def on_mount(self) -> None:
         self.show_title()
-        if self.checkpoint:
-            self.open_checkpoint(self.checkpoint)
-            return
-        if self.attached:
-            self.show_title(f"attached to {self.attached.dir}")
-            self.show_state()
-            self.query_one(ChatPane).use_weights(
-                LatestCheckpoint(self.attached.outputs.checkpoint, self.train_cfg.device)
-            )
-            start_following(self, self.attached)
-            return
-        self.training_run = start_training(self, self.model_cfg, self.train_cfg, self.control, self.training_ended)
-        if not self.is_headless:  # a real terminal, not App.run_test()
-            self.quit_on_hangup()
-
-    def open_checkpoint(self, checkpoint: OpenedCheckpoint) -> None:
-        """Chat only: show what the checkpoint records, and chat with its weights."""
-        self.show_run(checkpoint.run, f"checkpoint {checkpoint.path}")
-        if checkpoint.last_step:
-            self.query_one(StatusBar).step_done(checkpoint.last_step)
-            self.query_one(RunProgress).step_done(checkpoint.last_step)
         self.show_state()
-        self.query_one(ChatPane).use_weights(FixedWeights(checkpoint.model, checkpoint.weights_label()))
-        self.action_focus_prompt()
+        self.give_chat_weights()
+        if self.source.opens_on_prompt:
+            self.action_focus_prompt()
+        self.source.start(self)
+        if not self.is_headless:  # a real terminal, not App.run_test()
+            self.quit_on_signals()
 
-    def quit_on_hangup(self) -> None:
-        """A kill (SIGTERM) quits as `q` does; a closed terminal (SIGHUP: a dropped SSH connection) too, see below."""
+    def quit_on_signals(self) -> None:
+        """A kill (SIGTERM) quits as `q` does, in every mode; so does a closed terminal (SIGHUP: a dropped SSH
+        connection), see `hang_up`."""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, AttributeError):  # Windows has neither signal handlers nor SIGHUP
-            loop.add_signal_handler(signal.SIGTERM, self.call_later, self.action_quit)
+            loop.add_signal_handler(signal.SIGTERM, self.quit_on, signal.SIGTERM)
             loop.add_signal_handler(signal.SIGHUP, self.hang_up)
 
+    def quit_on(self, signum: int) -> None:
+        self.exit_status = 128 + signum
+        self.call_later(self.action_quit)
+
     def hang_up(self) -> None:
-        """The terminal has gone: nothing can be drawn any more, and Textual's shutdown would block writing to
-        it. Stop training, wait (on a thread) until the run has written its files, then leave at once."""
-        self.control.stop()
+        """The terminal has gone, or is going: quit as for SIGTERM, which restores the terminal if it is still
+        there. Textual's shutdown may block writing to a terminal that is gone, so once the source has saved
+        what it must (a run training here: its checkpoint and files), the process leaves regardless, soon."""
+        self.quit_on(signal.SIGHUP)
 
         def leave_once_saved() -> None:
-            self.training_ended.wait()
-            os._exit(128 + signal.SIGHUP)
+            self.source.ended.wait()
+            time.sleep(HANG_UP_GRACE_S)
+            os._exit(self.exit_status)
 
         threading.Thread(target=leave_once_saved, daemon=True).start()
 
     def show_title(self, *details: str) -> None:
-        self.query_one("#run").border_title = " · ".join(filter(None, [self.title, self.sub_title, *details]))
+        parts = [self.title, self.sub_title, self.source.title, *details]
+        self.query_one("#run").border_title = " · ".join(filter(None, parts))
 
     def on_unmount(self) -> None:
-        # However the app ends (even a closed terminal), the training thread stops at its next step and saves.
-        self.control.stop()
+        # However the app ends (even a closed terminal), a run training here stops at its next step and saves.
+        self.source.stop()
 
-    # What the screen shows is derived from the requests made and what the trainer reported.
+    # What the screen shows is derived from what the source reported and the requests made.
 
     @property
     def training(self) -> bool:
-        return self.checkpoint is None and self.attached is None and self.result is None
+        """A run trains in this app and has not ended."""
+        return self.source.control is not None and self.result is None
 
     @property
     def pause_requested(self) -> bool:
-        return self.training and self.control.pause_requested
+        return self.training and self.source.control.pause_requested
 
     def state(self) -> str:
-        if self.checkpoint:
-            return "chat only"
-        if self.attached:
-            return self.attached_state
-        if isinstance(self.result, events.Failed):
-            return "failed"
-        if self.result is not None:
-            return "finished" if self.result.completed else "stopped"
-        if self.control.stop_requested:
+        control, reported = self.source.control, self.reported_state
+        if not self.training or reported in ENDED:
+            return reported
+        if control.stop_requested:
             return "stopping"
-        if self.control.pause_requested:
-            return "paused" if self.trainer_state == "paused" else "pausing"
-        return "resuming" if self.trainer_state == "paused" else self.trainer_state
+        if control.pause_requested:
+            return "paused" if reported == "paused" else "pausing"
+        return "resuming" if reported == "paused" else reported
 
     def show_state(self) -> None:
         self.query_one(StatusBar).set_state(self.state())
@@ -225,146 +185,118 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters) -> bool | None:
-        if (self.checkpoint or self.attached) and action in TRAINING_ACTIONS:
+        if action in TRAINING_ACTIONS and action not in self.source.actions:
             return False
         if action == "pause":  # p shows "Pause" or "Resume", whichever it will do now
-            return None if not self.training or self.control.stop_requested else not self.pause_requested
+            return None if not self.training or self.source.control.stop_requested else not self.pause_requested
         if action == "resume":
-            return self.pause_requested and not self.control.stop_requested
+            return self.pause_requested and not self.source.control.stop_requested
         if action == "show_pane":  # t names the pane it will show: the one not shown now
             return parameters[0] != self.query_one("#side", TabbedContent).active
         if action == "stop_reply":
             return self.query_one(ChatPane).busy
         return True
 
-    # Training events, delivered by training.EventForwarder.
+    def give_chat_weights(self) -> None:
+        if not self.has_weights and (weights := self.source.chat_weights()) is not None:
+            self.query_one(ChatPane).use_weights(weights)
+            self.has_weights = True
 
-    @on_training(messages.RunStarted)
-    def run_started(self, message: messages.RunStarted) -> None:
-        self.trainer_state = "running"
-        resumed = f"resumed from {self.train_cfg.resume}" if self.train_cfg.resume else ""
-        self.show_run(message.event, resumed)
-        self.show_state()
-        self.query_one(ChatPane).use_weights(TrainerWeights(self.training_run.trainer, self.train_cfg.init))
+    # The one route for the run's events, whatever their source.
 
-    def show_run(self, event: events.RunStarted, *details: str) -> None:
-        """The run's figures, and what it did before (a resumed run's, a checkpoint's), in every panel."""
+    @on(messages.RunEvent)
+    def run_event(self, message: messages.RunEvent) -> None:
+        # App.run_test() shuts the app down while events may still be queued, and by then the widgets are gone.
+        if self.is_running:
+            self.take(message.event)
+
+    def take(self, event) -> None:
+        """Show one event: the app's own bookkeeping, then every view. A RunStarted brings the run's history
+        (a resumed run's, a checkpoint's), which follows as the events that first announced it."""
+        for view in self.views():
+            view.show_event(event)
+        match event:
+            case RunStarted():
+                self.run_started(event)
+                for earlier in (*event.history, *event.samples):
+                    self.take(earlier)
+            case Evaluated():
+                self.history.append(event.record())
+            case EpochSampled():
+                self.samples += 1
+                self.query_one("#side", TabbedContent).get_tab("samples-tab").label = f"Samples ({self.samples})"
+            case StateChanged():
+                self.state_changed(event)
+            case CheckpointSaved():
+                self.checkpoint_saved(event)
+            case Finished():
+                self.finished(event)
+            case Failed():
+                self.failed(event)
+            case Restarted():
+                self.forget_run()
+            case Unreadable():
+                self.notify(event.message, severity="error", timeout=15, markup=False)
+
+    def run_started(self, event: RunStarted) -> None:
         self.steps_per_epoch = event.steps_per_epoch
-        self.show_title(*details, f"{compact(event.num_params)} parameters", event.device)
-        self.query_one(StatusBar).run_started(event)
-        self.query_one(RunProgress).run_started(event)
-        for evaluated in event.history:
-            self.add_evaluation(evaluated)
-        for sampled in event.samples:
-            self.add_sample(sampled)
-
-    @on_training(messages.Tokenizing)
-    def tokenizing(self, message: messages.Tokenizing) -> None:
-        self.query_one(RunProgress).tokenizing(message.event)
-
-    @on_training(messages.RunFilesChanged)
-    def run_files_changed(self, message: messages.RunFilesChanged) -> None:
-        """An attached run's files changed: show what they now say, as a run of our own would."""
-        update = message.update
-        if update.restarted:
-            self.forget_run()
-        if update.sample_prompt is not None:
-            self.train_cfg = replace(self.train_cfg, sample_prompt=update.sample_prompt)
-        if update.run:
-            self.show_run(update.run, f"attached to {self.attached.dir}")
-        for evaluated in update.evaluations:
-            self.add_evaluation(evaluated)
-        for sampled in update.samples:
-            self.add_sample(sampled)
-        if update.position:
-            self.query_one(StatusBar).step_done(update.position)
-            self.query_one(RunProgress).step_done(update.position)
-        if update.has_checkpoint is not None:
-            hint = CHAT_HINT_ATTACHED if update.has_checkpoint else CHAT_HINT_NO_CHECKPOINT
-            self.query_one(ChatPane).set_hint(Text(hint.format(self.attached.outputs.checkpoint)))
-        if update.state is None:
-            if update.message:  # the files cannot be read
-                self.notify(update.message, severity="error", timeout=15, markup=False)
-            return
-        was_live, self.attached_state = self.attached_state in LIVE, update.state
-        self.query_one(StatusBar).failed(update.message or None)
+        self.show_title(f"{compact(event.num_params)} parameters", event.device)
+        if self.reported_state == "starting":
+            self.reported_state = "running"
         self.show_state()
-        if was_live and update.state not in LIVE:
-            self.notify(f"The run has {'ended' if update.state == 'attached' else update.state}.", markup=False)
+        self.give_chat_weights()
 
-    def forget_run(self) -> None:
-        """The attached run's files were rewritten (a new or resumed run there): show nothing of the old one."""
-        self.history.clear()
-        for widget in (LossChart, SamplesLog, StatusBar, RunProgress):
-            self.query_one(widget).clear()
-        self.query_one("#side", TabbedContent).get_tab("samples-tab").label = "Samples"
-
-    @on_training(messages.StepDone)
-    def step_done(self, message: messages.StepDone) -> None:
-        self.query_one(StatusBar).step_done(message.event)
-        self.query_one(RunProgress).step_done(message.event)
-
-    @on_training(messages.Evaluated)
-    def evaluated(self, message: messages.Evaluated) -> None:
-        self.add_evaluation(message.event)
-
-    def add_evaluation(self, event: events.Evaluated) -> None:
-        self.history.append(event.record())
-        self.query_one(LossChart).add(event)
-        self.query_one(StatusBar).evaluated(event)
-
-    @on_training(messages.EpochSampled)
-    def epoch_sampled(self, message: messages.EpochSampled) -> None:
-        self.add_sample(message.event)
-
-    def add_sample(self, event: events.EpochSampled) -> None:
-        self.query_one(SamplesLog).add(event, self.train_cfg.sample_prompt)
-        samples = len(self.query_one(SamplesLog).query(".sample-text"))
-        self.query_one("#side", TabbedContent).get_tab("samples-tab").label = f"Samples ({samples})"
-
-    @on_training(messages.StateChanged)
-    def state_changed(self, message: messages.StateChanged) -> None:
-        self.trainer_state = message.event.state
+    def state_changed(self, event: StateChanged) -> None:
+        was_live, self.reported_state = self.reported_state in LIVE, event.state
         self.show_state()
+        if was_live and event.state not in LIVE:  # a run followed through its files has ended
+            self.notify(f"The run has {'ended' if event.state == 'attached' else event.state}.", markup=False)
 
-    @on_training(messages.CheckpointSaved)
-    def checkpoint_saved(self, message: messages.CheckpointSaved) -> None:
+    def checkpoint_saved(self, event: CheckpointSaved) -> None:
+        if self.saved is None:
+            self.query_one(ChatPane).set_hint(self.source.chat_hint(event))
+        self.saved = event
         if self.checkpoint_requested:  # the run's own saves are reported when it ends
             self.checkpoint_requested = False
-            event = message.event
             self.notify(f"Checkpoint saved to {event.path} (step {event.global_step:,})", markup=False)
 
-    @on_training(messages.Finished)
-    def finished(self, message: messages.Finished) -> None:
-        self.result = event = message.event
+    def forget_run(self) -> None:
+        """The followed run's files were rewritten (a new or resumed run there): show nothing of the old one."""
+        self.history.clear()
+        self.samples, self.saved = 0, None
+        self.query_one(ChatPane).set_hint(self.source.chat_hint(None))
+        self.query_one("#side", TabbedContent).get_tab("samples-tab").label = "Samples"
+
+    def finished(self, event: Finished) -> None:
+        self.result = event
+        self.reported_state = "finished" if event.completed else "stopped"
         self.show_state()
         if self.quitting:
-            self.exit(event)
+            self.exit(event, return_code=self.exit_status)
             return
         how = "finished" if event.completed else f"stopped at epoch {event.epoch}, step {event.step}"
         saved = ", ".join(Path(path).name for path in event.outputs.values())
         self.notify(f"Training {how}. Saved {saved} in {self.outputs.dir}/", timeout=15, markup=False)
 
-    @on_training(messages.Failed)
-    def failed(self, message: messages.Failed) -> None:
-        self.result = message.event
-        self.query_one(StatusBar).failed(message.event.message)
+    def failed(self, event: Failed) -> None:
+        self.result = event
+        self.reported_state = "failed"
         self.show_state()
-        if self.training_run.trainer is None:
-            self.query_one(ChatPane).no_weights(f"There is no model to answer: {message.event.message}")
+        if not self.has_weights:
+            self.query_one(ChatPane).no_weights(f"There is no model to answer: {event.message}")
         if self.quitting:
-            self.exit(message.event)
+            self.exit(event, return_code=self.exit_status)
             return
-        self.notify(message.event.message, title="Training failed", severity="error", timeout=30, markup=False)
+        self.notify(event.message, title="Training failed", severity="error", timeout=30, markup=False)
 
     # Actions: keys, the command palette and the help screen all come here.
 
     def action_pause(self) -> None:
-        self.control.pause()
+        self.source.control.pause()
         self.show_state()
 
     def action_resume(self) -> None:
-        self.control.resume()
+        self.source.control.resume()
         self.show_state()
 
     def action_toggle_pause(self) -> None:
@@ -375,24 +307,24 @@ class MiniGPTApp(App[events.Finished | events.Failed | None]):
 
     def action_save_checkpoint(self) -> None:
         if not self.training:
-            saved = isinstance(self.result, events.Finished) and self.result.outputs.get("checkpoint")
+            saved = isinstance(self.result, Finished) and self.result.outputs.get("checkpoint")
             self.notify(f"Training has ended; its checkpoint is {saved}" if saved else "Training has ended.")
             return
         self.checkpoint_requested = True
-        self.control.request_checkpoint()
+        self.source.control.request_checkpoint()
         self.notify("Saving a checkpoint at the next step boundary…")
 
     def action_stop_training(self) -> None:
         if not self.training:
             self.notify("Training has already ended.")
-        elif not self.control.stop_requested:
-            self.control.stop()
+        elif not self.source.control.stop_requested:
+            self.source.control.stop()
             self.notify("Stopping after the current step; then saving checkpoint, metrics and plot…")
             self.show_state()
 
     async def action_quit(self) -> None:
         if not self.training:
-            self.exit(self.result)
+            self.exit(self.result, return_code=self.exit_status)
             return
         self.quitting = True  # exit once the run's Finished (or Failed) arrives, its files written
         self.action_stop_training()

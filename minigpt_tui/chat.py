@@ -17,10 +17,11 @@ from pathlib import Path
 from textual.message import Message
 
 from core.checkpoint import CheckpointError
+from core.events import Position
 from core.fileio import atomic_write
 from core.generate import END_OF_TEXT_ID, check_sampling, generate, prepare_prompt
 from core.model import GPTModel
-from core.snapshot import WeightsVersion, inference_model, snapshot
+from core.snapshot import inference_model, snapshot
 from core.tokenizer import decode_stream, encode
 from core.trainer import Trainer
 from minigpt_tui.messages import ReplyEnded, ReplyStarted, ReplyText, ReplyWaiting
@@ -97,11 +98,11 @@ class Exchange:
         return "\n".join(lines) + "\n"
 
 
-def describe(version: WeightsVersion, init: str | None) -> str:
+def describe(position: Position, init: str | None) -> str:
     """Which weights a reply came from; step 0 of a run started from pretrained weights is those weights."""
-    if version.global_step == 0 and init:
+    if position.global_step == 0 and init:
         return f"pretrained {init} weights, not fine-tuned yet"
-    return str(version)
+    return str(position)
 
 
 def save_conversation(exchanges: list[Exchange], directory: Path, heading: str) -> Path:

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from core.checkpoint import CheckpointError, load_model
-from core.config import TrainConfig, preset_name
+from core.config import preset_name
 from core.distributed import from_environment
 from core.events import Failed, Finished
 from core.export import EXPORTED_FILES, export_hf
@@ -235,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
         return run_headless(args.preset, model_cfg, train_cfg)
-    return tui_main(args.preset, model_cfg, train_cfg)
+    from minigpt_tui.sources import LiveRun  # Textual loads only for the app
+
+    return tui_main(LiveRun(model_cfg, train_cfg, args.preset))
 
 
 def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -249,6 +251,7 @@ def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     )
     device = device_or_error(parser, args.device or "auto")
     from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # Textual loads only for the app
+    from minigpt_tui.sources import OpenedRun
 
     print(f"Loading {args.chat_checkpoint}...", file=sys.stderr)
     try:
@@ -256,10 +259,7 @@ def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     except CheckpointError as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
-    out_dir = args.out or str(Path(args.chat_checkpoint).parent)  # the conversations go beside the checkpoint
-    train_cfg = TrainConfig(device=str(device), out_dir=out_dir, sample_prompt=checkpoint.sample_prompt)
-    model_cfg = checkpoint.model.cfg
-    return tui_main(preset_name(model_cfg), model_cfg, train_cfg, checkpoint)
+    return tui_main(OpenedRun(checkpoint, args.out, preset_name(checkpoint.model.cfg)))
 
 
 def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -271,10 +271,9 @@ def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     if run_dir.exists() and not run_dir.is_dir():
         parser.error(f"--attach {run_dir}: is not a directory (give the run's output directory, its --out)")
     device = device_or_error(parser, args.device or "cpu")
-    from minigpt_tui.run_files import RunFollower  # Textual loads only for the app
+    from minigpt_tui.sources import FollowedRun  # Textual loads only for the app
 
-    train_cfg = TrainConfig(device=str(device), out_dir=args.out or str(run_dir))
-    return tui_main("", None, train_cfg, attached=RunFollower(run_dir))
+    return tui_main(FollowedRun(run_dir, str(device), args.out))
 
 
 def refuse_training_flags(parser: argparse.ArgumentParser, args, flag: str, what: str, instead: str) -> None:
@@ -300,16 +299,19 @@ def device_or_error(parser: argparse.ArgumentParser, name: str):
         parser.error(str(e))
 
 
-def tui_main(model_name: str, model_cfg, train_cfg, checkpoint=None, attached=None) -> int:
+def tui_main(source) -> int:
+    """Run the app on a `minigpt_tui.sources.RunSource`. The exit status: 1 for a failed run or a crash of the
+    app itself, 128 + the signal for a signal (as headless), else 0."""
     from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
 
-    result = MiniGPTApp(model_cfg, train_cfg, model_name, checkpoint, attached).run()
+    app = MiniGPTApp(source)
+    result = app.run()
     if isinstance(result, Failed):
         print(f"minigpt-tui: error: {result.message}", file=sys.stderr)
-        return 1
+        return app.return_code or 1
     if isinstance(result, Finished):
         print(f"Saved {', '.join(result.outputs.values())}")
-    return 0
+    return app.return_code or 0
 
 
 if __name__ == "__main__":

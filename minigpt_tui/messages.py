@@ -1,83 +1,20 @@
 """The Textual messages the app reacts to.
 
-Each training message carries the `core.events` object it was made from (`message.event`), so the fields are
-documented once, in core. `message_for()` picks the message class for an event.
+The run's events all come as one message, `RunEvent`, carrying the `core.events` object itself, so their fields
+are documented once, in core.
 """
 
 from pathlib import Path
 
 from textual.message import Message
 
-from core import events
 
-
-class TrainingMessage(Message):
-    """A training event, delivered on the app's thread."""
+class RunEvent(Message):
+    """One `core.events` event of the run the app shows, whatever its source (`sources.py`), on the app's thread."""
 
     def __init__(self, event) -> None:
         super().__init__()
         self.event = event
-
-
-class RunStarted(TrainingMessage):
-    event: events.RunStarted
-
-
-class Tokenizing(TrainingMessage):
-    event: events.Tokenizing
-
-
-class StepDone(TrainingMessage):
-    event: events.StepDone
-
-
-class Evaluated(TrainingMessage):
-    event: events.Evaluated
-
-
-class EpochSampled(TrainingMessage):
-    event: events.EpochSampled
-
-
-class StateChanged(TrainingMessage):
-    event: events.StateChanged
-
-
-class CheckpointSaved(TrainingMessage):
-    event: events.CheckpointSaved
-
-
-class Finished(TrainingMessage):
-    event: events.Finished
-
-
-class Failed(TrainingMessage):
-    event: events.Failed
-
-
-_MESSAGE_FOR_EVENT = {
-    events.RunStarted: RunStarted,
-    events.Tokenizing: Tokenizing,
-    events.StepDone: StepDone,
-    events.Evaluated: Evaluated,
-    events.EpochSampled: EpochSampled,
-    events.StateChanged: StateChanged,
-    events.CheckpointSaved: CheckpointSaved,
-    events.Finished: Finished,
-    events.Failed: Failed,
-}
-
-
-def message_for(event) -> TrainingMessage:
-    return _MESSAGE_FOR_EVENT[type(event)](event)
-
-
-class RunFilesChanged(Message):
-    """An attached run's files changed: what `run_files.RunFollower.poll()` read (a `RunUpdate`)."""
-
-    def __init__(self, update) -> None:
-        super().__init__()
-        self.update = update
 
 
 class PlotSaved(Message):

@@ -9,10 +9,8 @@ from pathlib import Path
 
 from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig
-from core.events import EpochSampled, Evaluated, RunStarted, StepDone
+from core.events import EpochSampled, Evaluated, Position, RunStarted, StepDone
 from core.model import GPTModel
-from core.snapshot import WeightsVersion
-from minigpt_tui.widgets.status_bar import position
 
 
 @dataclass(frozen=True)
@@ -22,7 +20,7 @@ class OpenedCheckpoint:
     device: str
     init: str | None  # the pretrained weights its run started from, if any
     sample_prompt: str  # what its samples continue
-    version: WeightsVersion | None  # None: the file records no training progress (a weights-only file)
+    version: Position | None  # of its weights; None: the file records no training progress (a weights-only file)
     run: RunStarted  # what the chart, the samples and the status line show
     last_step: StepDone | None
 
@@ -33,26 +31,41 @@ class OpenedCheckpoint:
         model, ckpt = load_model(path, device, mmap)
         progress = ckpt.get("progress")
         train_config = ckpt.get("train_config") or {}
-        version = WeightsVersion.from_progress(progress)
-        global_step, in_epoch = version.global_step, version.step
-        done_epochs = version.epoch  # whole epochs done before the one in progress
+        # Checkpoints count as the trainer does: 0-based epoch in progress, steps done in it (see Position).
+        counted = progress or {}
+        done_epochs, in_epoch = counted.get("epoch", 0), counted.get("step", 0)
+        global_step = counted.get("global_step", 0)
+        version = Position.from_trainer(done_epochs, in_epoch, global_step)
         steps_per_epoch = (global_step - in_epoch) // done_epochs if done_epochs else 0  # 0: unknown
         try:
             history = tuple(Evaluated(**record) for record in ckpt.get("history", ()))
         except TypeError:
             raise CheckpointError(f"{path}: its metrics history is not one this version understands") from None
         samples = tuple(
-            EpochSampled(i + 1, (i + 1) * steps_per_epoch, text) for i, text in enumerate(ckpt.get("samples", ()))
+            EpochSampled(epoch=i + 1, global_step=(i + 1) * steps_per_epoch, text=text)
+            for i, text in enumerate(ckpt.get("samples", ()))
         )
-        epochs = train_config.get("epochs", done_epochs)
-        run = RunStarted(str(device), model.num_parameters(), epochs, steps_per_epoch, global_step, history, samples)
+        sample_prompt = train_config.get("sample_prompt", TrainConfig.sample_prompt)
+        run = RunStarted(
+            device=str(device),
+            num_params=model.num_parameters(),
+            epochs=train_config.get("epochs", done_epochs),
+            steps_per_epoch=steps_per_epoch,
+            start_step=global_step,
+            history=history,
+            samples=samples,
+            sample_prompt=sample_prompt,
+        )
         last_step = None
         if progress:
-            epoch, step = position(global_step, steps_per_epoch)
             tokens, elapsed = progress.get("tokens_seen", 0), progress.get("elapsed_s", 0.0)
-            speed = tokens / elapsed if elapsed else 0.0  # the run's average
-            last_step = StepDone(epoch, step, global_step, tokens, float("nan"), elapsed, speed)
-        sample_prompt = train_config.get("sample_prompt", TrainConfig.sample_prompt)
+            last_step = StepDone(
+                **Position.after(global_step, steps_per_epoch).fields(),
+                tokens_seen=tokens,
+                loss=float("nan"),
+                elapsed_s=elapsed,
+                tokens_per_s=tokens / elapsed if elapsed else 0.0,  # the run's average
+            )
         init = train_config.get("init")
         return cls(path, model, str(device), init, sample_prompt, version if progress else None, run, last_step)
 

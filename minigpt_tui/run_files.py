@@ -6,15 +6,27 @@ the same panels as its own. The files are those `core.run.RunOutputs` describes.
 """
 
 import json
+import math
 import os
 import socket
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from core.events import EpochSampled, Evaluated, RunStarted, StepDone
+from core.events import (
+    CheckpointSaved,
+    EpochSampled,
+    Evaluated,
+    Restarted,
+    RunStarted,
+    StateChanged,
+    StepDone,
+    Unreadable,
+)
 from core.run import SAMPLE_HEADER_PATTERN, RunOutputs
 
 LIVE = ("starting", "running", "paused")  # states in which the training process is still there
+# What a followed run's files can say of its state: status.json's states, "waiting" (no files yet), "attached"
+# (files, but no status.json, or one that does not say).
+STATES = (*LIVE, "finished", "stopped", "failed", "waiting", "attached")
 
 
 class TailReader:
@@ -56,16 +68,45 @@ class TailReader:
         return restarted, [line.decode(errors="replace") for line in lines]
 
 
+# The largest count a file may give: beyond it, a number is damage, not a run (and would overflow some code).
+MAX_COUNT = 2**62
+
+
+def count(value) -> int:
+    """A whole number of things (steps, tokens, a pid) that a run's file gives; ValueError if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_COUNT:
+        raise ValueError(f"not a count: {value!r}")
+    return value
+
+
+def number(value, finite: bool = True) -> float:
+    """A measurement (seconds, a loss) that a run's file gives; non-finite losses are kept, as the run saw them."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or (finite and not math.isfinite(value)):
+        raise ValueError(f"not a number: {value!r}")
+    return float(value)
+
+
+def loss(value) -> float:
+    """A logged loss: non-finite ones are kept, as the run saw them; JSON null stands for NaN."""
+    return math.nan if value is None else number(value, finite=False)
+
+
 def evaluation_from(line: str) -> Evaluated | None:
-    """The evaluation a metrics.jsonl line records; None for a line that is not one (damaged, or foreign)."""
+    """The evaluation a metrics.jsonl line records; None for a line that is not one (damaged, or foreign).
+    Losses may be non-finite (a run whose loss blew up logs it)."""
     try:
         record = json.loads(line)
-        values = {f.name: record[f.name] for f in fields(Evaluated)}
-    except (ValueError, TypeError, KeyError):
+        return Evaluated(
+            epoch=count(record["epoch"]),
+            step=count(record["step"]),
+            global_step=count(record["global_step"]),
+            tokens_seen=count(record["tokens_seen"]),
+            train_loss=loss(record["train_loss"]),
+            val_loss=loss(record["val_loss"]),
+            elapsed_s=number(record["elapsed_s"]),
+        )
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
-    if not all(isinstance(value, int | float) and not isinstance(value, bool) for value in values.values()):
-        return None
-    return Evaluated(**values)
 
 
 class SampleReader:
@@ -86,7 +127,8 @@ class SampleReader:
             self._header, self._lines = None, []
         samples = []
         for line in lines:
-            if match := SAMPLE_HEADER_PATTERN.fullmatch(line):
+            match = SAMPLE_HEADER_PATTERN.fullmatch(line)
+            if match and max(len(match[1]), len(match[2])) < 19:  # beyond that, text that looks like a header
                 samples += self._complete()
                 self._header = int(match[1]), int(match[2])
             elif self._header:
@@ -98,7 +140,8 @@ class SampleReader:
     def _complete(self) -> list[EpochSampled]:
         if self._header is None:
             return []
-        sample = EpochSampled(*self._header, "\n".join(self._lines))
+        epoch, global_step = self._header
+        sample = EpochSampled(epoch=epoch, global_step=global_step, text="\n".join(self._lines))
         self._header, self._lines = None, []
         return [sample]
 
@@ -107,15 +150,18 @@ def read_json(path: Path) -> dict | None:
     """A small JSON object file (written atomically, so never half-written); None if missing or not one."""
     try:
         data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested deeper than Python's parser goes
         return None
     return data if isinstance(data, dict) else None
 
 
 def process_gone(status: dict) -> bool:
     """Whether the process that writes a live run's status has ended; only knowable on the same host."""
-    pid = status.get("pid")
-    if status.get("host") != socket.gethostname() or not isinstance(pid, int):
+    try:
+        pid = count(status.get("pid"))
+    except ValueError:
+        return False
+    if status.get("host") != socket.gethostname():
         return False
     try:
         os.kill(pid, 0)  # signal 0: no signal, only the check that the process exists
@@ -126,27 +172,10 @@ def process_gone(status: dict) -> bool:
     return False
 
 
-@dataclass
-class RunUpdate:
-    """What changed in the run's files since the last poll."""
-
-    restarted: bool = False  # the files were rewritten (a new or resumed run there): forget what was shown
-    run: RunStarted | None = None  # the run's figures, once known (or changed)
-    state: str | None = None  # when it changed: waiting, attached (no status.json), or a status.json state
-    message: str = ""  # why the run failed
-    evaluations: list[Evaluated] = field(default_factory=list)
-    samples: list[EpochSampled] = field(default_factory=list)
-    position: StepDone | None = None  # where the run stands, when that moved on
-    sample_prompt: str | None = None  # what the samples continue, once known
-    has_checkpoint: bool | None = None  # whether last.pt exists, when that changed
-
-    def __bool__(self) -> bool:
-        return any(value not in (None, False, "", []) for value in vars(self).values())
-
-
 class RunFollower:
-    """Reads a run directory's files as they grow; `poll()` returns what changed. Never raises for bad or
-    missing files: a directory that does not exist yet is a run that has not started."""
+    """Reads a run directory's files as they grow; `poll()` returns what changed as `core.events`, the way a run
+    reports live, plus `Restarted` when the files were rewritten and `Unreadable` for what it cannot read. Never
+    raises for bad or missing files: a directory that does not exist yet is a run that has not started."""
 
     def __init__(self, run_dir: str | Path):
         self.outputs = RunOutputs(run_dir)
@@ -161,74 +190,111 @@ class RunFollower:
         self.run: RunStarted | None = None
         self.evaluations: list[Evaluated] = []
         self.position: StepDone | None = None
-        self.sample_prompt: str | None = None
-        self.has_checkpoint: bool | None = None
+        self.sample_prompt = ""
+        self.has_checkpoint = False
+        self._complaints: set[str] = set()  # what was said about unreadable files, so it is said once
 
-    def poll(self) -> RunUpdate:
-        update = RunUpdate()
+    def poll(self) -> list:
+        """The events since the last poll."""
         metrics_restarted, lines = self.metrics.read()
-        samples_restarted, update.samples = self.samples.read()
+        samples_restarted, samples = self.samples.read()
         if metrics_restarted or samples_restarted:  # read every file again, so what is shown is one run's
             self._forget()
-            update = self.poll()
-            update.restarted = True
-            return update
-        update.evaluations = [event for event in map(evaluation_from, lines) if event is not None]
-        self.evaluations = (self.evaluations + update.evaluations)[-2:]
-        self._read_status(update)
-        self._read_config(update)
-        has_checkpoint = self.outputs.checkpoint.exists()
-        if has_checkpoint != self.has_checkpoint:
-            self.has_checkpoint = update.has_checkpoint = has_checkpoint
+            return [Restarted(), *self.poll()]
+        events: list = []
+        self._read_config()
+        self._read_status(events)
+        evaluations = [event for event in map(evaluation_from, lines) if event is not None]
+        if skipped := sum(1 for line in lines if line.strip()) - len(evaluations):
+            events.append(
+                Unreadable(message=f"{self.outputs.metrics}: skipped {skipped} line(s) that are not evaluations")
+            )
+        self.evaluations = (self.evaluations + evaluations)[-2:]
+        events += evaluations
+        events += samples
+        if not self.has_checkpoint and self.outputs.checkpoint.exists():
+            self.has_checkpoint = True
+            events.append(CheckpointSaved(path=str(self.outputs.checkpoint)))
         position = self._position()
-        if position != self.position:
-            self.position = update.position = position
-        return update
+        if position is not None and position != self.position:
+            self.position = position
+            events.append(position)
+        return events
 
-    def _read_status(self, update: RunUpdate) -> None:
+    def _complain(self, events: list, message: str) -> None:
+        if message not in self._complaints:
+            self._complaints.add(message)
+            events.append(Unreadable(message=message))
+
+    def _read_status(self, events: list) -> None:
         status = read_json(self.outputs.status)
         if status is None:
+            if self.outputs.status.exists():
+                self._complain(events, f"{self.outputs.status}: not a status this version reads")
             state = "attached" if self.outputs.metrics.exists() else "waiting"
             message = ""
         else:
             state, message = status.get("state", "attached"), status.get("message", "")
+            if state not in STATES:
+                self._complain(events, f"{self.outputs.status}: unknown state {str(state)[:40]!r}")
+                state = "attached"
             if state in LIVE and process_gone(status):
                 state = "failed"
                 message = f"The training process (pid {status['pid']}) has ended without recording how: killed?"
             run = self._run_from(status)
-            if run != self.run:
-                self.run = update.run = run
+            if run is None and "device" in status:
+                self._complain(events, f"{self.outputs.status}: the run's figures are not ones this version reads")
+            if run is not None and run != self.run:
+                self.run = run
+                events.append(run)
         self.status = status or {}
+        message = message if isinstance(message, str) else repr(message)
         if (state, message) != (self.state, self.message):
-            self.state, self.message = update.state, update.message = state, str(message)
+            self.state, self.message = state, message
+            events.append(StateChanged(state=state, message=message))
 
-    @staticmethod
-    def _run_from(status: dict) -> RunStarted | None:
+    def _run_from(self, status: dict) -> RunStarted | None:
         try:
             return RunStarted(
-                str(status["device"]),
-                int(status["num_params"]),
-                int(status["epochs"]),
-                int(status["steps_per_epoch"]),
-                int(status["start_step"]),
+                device=str(status["device"])[:100],
+                num_params=count(status["num_params"]),
+                epochs=count(status["epochs"]),
+                steps_per_epoch=count(status["steps_per_epoch"]),
+                start_step=count(status["start_step"]),
+                sample_prompt=self.sample_prompt,
             )
-        except (KeyError, TypeError, ValueError):  # not started yet, or not a status this version understands
+        except (KeyError, ValueError):  # not started yet, or not a status this version understands
             return None
 
-    def _read_config(self, update: RunUpdate) -> None:
-        if self.sample_prompt is None:
+    def _read_config(self) -> None:
+        if not self.sample_prompt:
             config = read_json(self.outputs.config) or {}
-            prompt = (config.get("train") or {}).get("sample_prompt")
+            train = config.get("train")
+            prompt = train.get("sample_prompt") if isinstance(train, dict) else None
             if isinstance(prompt, str):
-                self.sample_prompt = update.sample_prompt = prompt
+                self.sample_prompt = prompt
+
+    def _recorded_position(self) -> StepDone | None:
+        """Where status.json says the run stood when it was last written."""
+        progress = self.status.get("progress")
+        if not isinstance(progress, dict):
+            return None
+        try:
+            return StepDone(
+                epoch=count(progress["epoch"]),
+                step=count(progress["step"]),
+                global_step=count(progress["global_step"]),
+                tokens_seen=count(progress["tokens_seen"]),
+                loss=loss(progress.get("loss")),
+                elapsed_s=number(progress["elapsed_s"]),
+                tokens_per_s=number(progress["tokens_per_s"]),
+            )
+        except (KeyError, ValueError):
+            return None
 
     def _position(self) -> StepDone | None:
         """Where the run stands: its status's progress, or its latest evaluation if that is further on."""
-        progress = self.status.get("progress")
-        try:
-            recorded = StepDone(**progress) if isinstance(progress, dict) else None
-        except TypeError:
-            recorded = None
+        recorded = self._recorded_position()
         if not self.evaluations:
             return recorded
         last = self.evaluations[-1]
@@ -238,7 +304,10 @@ class RunFollower:
         tokens, seconds = last.tokens_seen - first.tokens_seen, last.elapsed_s - first.elapsed_s
         if seconds <= 0:
             tokens, seconds = last.tokens_seen, last.elapsed_s
-        speed = tokens / seconds if seconds > 0 else 0.0
         return StepDone(
-            last.epoch, last.step, last.global_step, last.tokens_seen, last.train_loss, last.elapsed_s, speed
+            **last.position.fields(),
+            tokens_seen=last.tokens_seen,
+            loss=last.train_loss,
+            elapsed_s=last.elapsed_s,
+            tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
         )

@@ -119,9 +119,25 @@ class TtyBuffer(io.StringIO):
 def test_the_log_names_the_processes_the_steps_and_how_tokenizing_goes(progress):
     out = io.StringIO()
     log = LogPrinter("tiny", out, progress)
-    log(RunStarted("cuda:0", 1000, 3, 40, 0, max_steps=100, world_size=8))
-    log(Tokenizing("books", 50_000_000, 200_000_000, 12_000_000, "/cache/x.bin"))
-    log(Tokenizing("books", 200_000_000, 200_000_000, 48_000_000, "/cache/x.bin"))
+    log(
+        RunStarted(
+            device="cuda:0", num_params=1000, epochs=3, steps_per_epoch=40, start_step=0, max_steps=100, world_size=8
+        )
+    )
+    log(
+        Tokenizing(
+            source="books", done_bytes=50_000_000, total_bytes=200_000_000, tokens=12_000_000, cache_path="/cache/x.bin"
+        )
+    )
+    log(
+        Tokenizing(
+            source="books",
+            done_bytes=200_000_000,
+            total_bytes=200_000_000,
+            tokens=48_000_000,
+            cache_path="/cache/x.bin",
+        )
+    )
     assert out.getvalue().splitlines() == [
         "Training tiny (1,000 parameters) on cuda × 8 processes (DDP): 100 steps (3 epochs of 40 steps)",
         "books: 48,000,000 tokens, cached in /cache/x.bin",

@@ -7,9 +7,9 @@ import torch
 from helpers import OneParameterAtATime, make_trainer
 
 from core.checkpoint import load_model
-from core.events import StateChanged, StepDone
+from core.events import Position, StateChanged, StepDone
 from core.model import GPTModel
-from core.snapshot import WeightsVersion, copy_weights, inference_model, snapshot
+from core.snapshot import copy_weights, inference_model, snapshot
 
 
 def same_weights(a, b) -> bool:
@@ -33,7 +33,7 @@ def test_a_snapshot_never_holds_half_updated_weights(tiny_cfg, quick_train_cfg, 
     training.join()
     assert torn == []
     assert len(seen - {0}) >= 5  # snapshots really were taken all through training
-    assert snapshot(trainer, into) == WeightsVersion(epoch=1, step=0, global_step=20)
+    assert snapshot(trainer, into) == Position(epoch=1, step=20, global_step=20, epoch_ended=True)
 
 
 def test_snapshots_before_while_paused_and_after_training(tiny_cfg, quick_train_cfg, story, tmp_path):
@@ -49,33 +49,44 @@ def test_snapshots_before_while_paused_and_after_training(tiny_cfg, quick_train_
     into = inference_model(tiny_cfg)
 
     before = snapshot(trainer, into)
-    assert before == WeightsVersion(0, 0, 0) and str(before) == "untrained weights"
+    assert before == Position(epoch=1, step=0, global_step=0) and str(before) == "untrained weights"
     assert same_weights(into, trainer.model)
 
     training = threading.Thread(target=trainer.run)
     training.start()
     assert now_paused.wait(timeout=60)
     paused = snapshot(trainer, into)  # returns while the trainer waits: the lock is not held during a pause
-    assert paused == WeightsVersion(0, 3, 3) and str(paused) == "epoch 1, step 3 (step 3 overall)"
+    assert paused == Position(epoch=1, step=3, global_step=3) and str(paused) == "epoch 1, step 3 (step 3 overall)"
     assert same_weights(into, trainer.model)
     assert not same_weights(into, make_trainer(tiny_cfg, quick_train_cfg, story).model)  # trained, not initial
 
     trainer.control.resume()
     training.join(timeout=120)
     after = snapshot(trainer, into)
-    assert after == WeightsVersion(1, 0, 20) and str(after) == "end of epoch 1 (step 20)"
+    assert (
+        after == Position(epoch=1, step=20, global_step=20, epoch_ended=True)
+        and str(after) == "end of epoch 1 (step 20)"
+    )
     assert same_weights(into, trainer.model)
     assert not into.training and not any(p.requires_grad for p in into.parameters())
 
     trainer.save_checkpoint(tmp_path / "last.pt")
     model, ckpt = load_model(tmp_path / "last.pt")
-    assert WeightsVersion.from_progress(ckpt["progress"]) == after
+    assert Position.from_trainer(*(ckpt["progress"][name] for name in ("epoch", "step", "global_step"))) == after
     copy_weights(model, into)  # no trainer: chat from a checkpoint's model
     assert same_weights(into, trainer.model)
 
 
-def test_a_checkpoint_without_progress_is_untrained_weights():
-    assert WeightsVersion.from_progress(None) == WeightsVersion(0, 0, 0)
+def test_positions_are_counted_one_way_whoever_counts_them():
+    """The trainer and checkpoints count a 0-based epoch in progress; events and the screen the 1-based epoch
+    that the latest step belongs to. Both come out as one Position."""
+    assert str(Position()) == "untrained weights"
+    assert Position.from_trainer(0, 3, 3) == Position.after(3, 10) == Position(epoch=1, step=3, global_step=3)
+    assert Position.from_trainer(2, 4, 24) == Position.after(24, 10) == Position(epoch=3, step=4, global_step=24)
+    end_of_epoch_2 = Position(epoch=2, step=10, global_step=20, epoch_ended=True)
+    assert Position.from_trainer(2, 0, 20) == Position.after(20, 10) == end_of_epoch_2
+    assert str(end_of_epoch_2) == "end of epoch 2 (step 20)"
+    assert str(Position.after(24, 10)) == "epoch 3, step 4 (step 24 overall)"
 
 
 def test_building_the_chat_model_leaves_the_training_random_stream_alone(tiny_cfg):

@@ -12,8 +12,8 @@ from textual.widgets import Input, Static
 
 from minigpt_tui import messages
 from minigpt_tui.chat import ChatEngine, Exchange, FixedWeights, Request, Sampling, TrainerWeights
+from minigpt_tui.text import printable
 from minigpt_tui.widgets.prompt_input import PromptInput
-from minigpt_tui.widgets.samples_log import printable
 
 
 class ExchangeView(Vertical):

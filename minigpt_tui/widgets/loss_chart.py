@@ -2,9 +2,11 @@
 
 from textual_plotext import PlotextPlot
 
-from core.events import Evaluated
+from core.events import Evaluated, Restarted
 
 TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
+# Losses beyond these are damage, not a curve: plotext cannot scale an axis to them.
+MIN_LOSS, MAX_LOSS = -1e100, 1e100
 
 
 def downsample(xs: list, ys: list, max_points: int) -> tuple[list, list]:
@@ -44,6 +46,13 @@ class LossChart(PlotextPlot):
         self._update_subtitle()
         self.set_interval(1 / self.REDRAWS_PER_S, self._redraw_if_stale)
 
+    def show_event(self, event) -> None:
+        match event:
+            case Evaluated():
+                self.add(event)
+            case Restarted():
+                self.clear()
+
     def add(self, event: Evaluated) -> None:
         self.steps.append(event.global_step)
         self.train_losses.append(event.train_loss)
@@ -72,17 +81,27 @@ class LossChart(PlotextPlot):
         _, val = downsample(self.steps, self.val_losses, max_points)
         return steps, train, val
 
+    def drawable(self, steps: list, losses: list) -> tuple[list, list]:
+        """The points that can be drawn: finite losses (a run whose loss blew up logs inf or nan), and on the log
+        scale positive ones."""
+        keep = [i for i, loss in enumerate(losses) if MIN_LOSS < loss < MAX_LOSS and (loss > 0 or not self.log_scale)]
+        return [steps[i] for i in keep], [losses[i] for i in keep]
+
     def render(self):
         plt = self.plt
         plt.clear_figure()
         plt.xlabel("global step")
         plt.ylabel("loss")
-        if self.steps:
-            steps, train, val = self.plotted_points(self.size.width)
+        steps, train, val = self.plotted_points(self.size.width)
+        series = [(*self.drawable(steps, train), TRAIN_COLOR), (*self.drawable(steps, val), VAL_COLOR)]
+        if any(xs for xs, _, _ in series):
             plt.yscale("log" if self.log_scale else "linear")
-            plt.plot(steps, train, marker="braille", color=TRAIN_COLOR)
-            plt.plot(steps, val, marker="braille", color=VAL_COLOR)
+            for xs, ys, color in series:
+                if xs:
+                    plt.plot(xs, ys, marker="braille", color=color)
             plt.xticks(step_ticks(steps[0], steps[-1]))
+        elif self.steps:
+            plt.title(f"no loss to draw{' on a log scale' if self.log_scale else ''}: not finite, or not positive")
         else:
             plt.title("waiting for the first evaluation")
         return super().render()

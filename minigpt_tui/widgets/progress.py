@@ -4,7 +4,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, ProgressBar
 
-from core.events import RunStarted, StepDone, Tokenizing
+from core.events import Restarted, RunStarted, StepDone, Tokenizing
 
 
 class RunProgress(Horizontal):
@@ -13,6 +13,17 @@ class RunProgress(Horizontal):
         yield ProgressBar(id="epoch-progress", show_eta=False)
         yield Label("run", id="run-label", classes="progress-label")
         yield ProgressBar(id="run-progress", show_eta=False)
+
+    def show_event(self, event) -> None:
+        match event:
+            case Tokenizing():
+                self.tokenizing(event)
+            case RunStarted():
+                self.run_started(event)
+            case StepDone():
+                self.step_done(event)
+            case Restarted():
+                self.clear()
 
     def tokenizing(self, event: Tokenizing) -> None:
         """A large corpus goes into the token cache before the run starts: the run bar counts its bytes."""

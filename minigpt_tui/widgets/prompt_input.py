@@ -3,7 +3,7 @@
 from textual.binding import Binding
 from textual.widgets import Input
 
-from minigpt_tui.widgets.samples_log import printable
+from minigpt_tui.text import printable
 
 
 class PromptInput(Input):

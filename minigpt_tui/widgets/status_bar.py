@@ -1,11 +1,13 @@
 """The status lines: what the run is doing, where it is, how fast it goes and how well it does."""
 
+import math
 import time
 
 from textual.content import Content
 from textual.widget import Widget
 
-from core.events import Evaluated, RunStarted, StepDone
+from core.events import Evaluated, Failed, Position, Restarted, RunStarted, StateChanged, StepDone
+from minigpt_tui.text import clock, compact
 
 # state -> how it looks; "pausing"/"resuming"/"stopping" show that a request waits for the next step boundary
 STATES = {
@@ -25,27 +27,6 @@ STATES = {
 }
 ENDED = ("stopped", "finished", "failed", "chat only")
 GAP = "  "
-
-
-def clock(seconds: float) -> str:
-    minutes, s = divmod(round(seconds), 60)
-    h, m = divmod(minutes, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def compact(n: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n:,.0f}"
-
-
-def position(global_step: int, steps_per_epoch: int) -> tuple[int, int]:
-    """(epoch, step in it), 1-based as in StepDone, after `global_step` steps: the last step of an epoch is its own."""
-    if not global_step or not steps_per_epoch:
-        return 1, global_step
-    epoch = (global_step - 1) // steps_per_epoch + 1
-    return epoch, global_step - (epoch - 1) * steps_per_epoch
 
 
 def pack(items: list[Content], width: int) -> list[Content]:
@@ -84,6 +65,21 @@ class StatusBar(Widget):
     def on_mount(self) -> None:
         self.set_interval(1, self._changed)
 
+    def show_event(self, event) -> None:
+        match event:
+            case RunStarted():
+                self.run_started(event)
+            case StepDone():
+                self.step_done(event)
+            case Evaluated():
+                self.evaluated(event)
+            case StateChanged():
+                self.failed(event.message or None)  # a followed run says why it failed
+            case Failed():
+                self.failed(event.message)
+            case Restarted():
+                self.clear()
+
     def set_state(self, state: str) -> None:
         self.state = state
         self._changed()
@@ -97,6 +93,8 @@ class StatusBar(Widget):
         self._changed()
 
     def evaluated(self, event: Evaluated) -> None:
+        if not math.isfinite(event.val_loss):  # a run whose loss blew up: not a best
+            return
         if self.best_val is None or event.val_loss < self.best_val[0]:
             self.best_val = (event.val_loss, event.global_step)
         self._changed()
@@ -127,7 +125,8 @@ class StatusBar(Widget):
             if step:
                 epoch, in_epoch, global_step = step.epoch, step.step, step.global_step
             else:  # a resumed run starts where its checkpoint was
-                (epoch, in_epoch), global_step = position(run.start_step, run.steps_per_epoch), run.start_step
+                start = Position.after(run.start_step, run.steps_per_epoch)
+                epoch, in_epoch, global_step = start.epoch, start.step, start.global_step
             tokens, speed = (step.tokens_seen, step.tokens_per_s) if step else (0, 0.0)
             of_epoch = f"/{run.steps_per_epoch}" if run.steps_per_epoch else ""  # unknown for some checkpoints
             items += [
@@ -140,7 +139,9 @@ class StatusBar(Widget):
         eta = self.eta()
         items += [f"elapsed {clock(self.elapsed())}", f"ETA {clock(eta) if eta is not None else '–'}"]
         if self.best_val:
-            items.append(f"best val {self.best_val[0]:.4f} (step {self.best_val[1]:,})")
+            loss, step = self.best_val
+            shown = f"{loss:.4f}" if abs(loss) < 1e6 else f"{loss:.4g}"  # a followed run's files may hold 1e300
+            items.append(f"best val {shown} (step {step:,})")
         return [Content(item) if isinstance(item, str) else item for item in items]
 
     def lines(self, width: int) -> list[Content]:

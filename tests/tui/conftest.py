@@ -7,6 +7,7 @@ import pytest
 from helpers import train
 
 from minigpt_tui.app import MiniGPTApp
+from minigpt_tui.sources import LiveRun
 
 
 @pytest.fixture
@@ -27,9 +28,9 @@ def make_app(tiny_cfg, quick_train_cfg, tui_corpus):
     quick = replace(quick_train_cfg, data=str(tui_corpus), eval_freq=2)
 
     def make(paused: bool = False, **train_overrides) -> MiniGPTApp:
-        app = MiniGPTApp(tiny_cfg, replace(quick, **train_overrides), "tiny")
+        app = MiniGPTApp(LiveRun(tiny_cfg, replace(quick, **train_overrides), "tiny"))
         if paused:
-            app.control.pause()
+            app.source.control.pause()
         return app
 
     return make

@@ -66,7 +66,7 @@ async def test_s_saves_the_loss_plot_and_says_where(make_app):
         await wait_for(pilot, lambda: app.history, "the first evaluation")
         await pilot.press("s")
         await wait_for(pilot, lambda: len(notes) == 2, "the plot to be saved")
-        plot = Path(app.train_cfg.out_dir) / "loss_plot.png"
+        plot = app.outputs.dir / "loss_plot.png"
         assert notes[1] == f"Loss plot saved to {plot}"
         assert plot.read_bytes()[:8] == PNG_MAGIC
 
@@ -75,14 +75,14 @@ async def test_the_command_palette_saves_the_loss_plot(make_app):
     app = make_app(paused=True)  # a paused run lets Pilot type quickly
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
-        app.post_message(messages.Evaluated(AN_EVALUATION))
+        app.post_message(messages.RunEvent(AN_EVALUATION))
         await wait_for(pilot, lambda: app.history, "the evaluation")
         notes = record_notifications(app)
         await pilot.press("ctrl+p", *"loss plot")
         await pilot.pause(0.2)  # the palette searches in the background
         await pilot.press("enter")
         await wait_for(pilot, lambda: notes, "the plot to be saved")
-        plot = Path(app.train_cfg.out_dir) / "loss_plot.png"
+        plot = app.outputs.dir / "loss_plot.png"
         assert notes == [f"Loss plot saved to {plot}"]
         assert plot.read_bytes()[:8] == PNG_MAGIC
 
@@ -91,7 +91,7 @@ async def test_a_failed_plot_save_is_a_notification(make_app, tmp_path):
     app = make_app(paused=True)
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
-        app.post_message(messages.Evaluated(AN_EVALUATION))
+        app.post_message(messages.RunEvent(AN_EVALUATION))
         await wait_for(pilot, lambda: app.history, "the evaluation")
         notes = record_notifications(app)
         app.outputs.plot = tmp_path / "no such directory" / "loss_plot.png"
@@ -109,7 +109,13 @@ async def test_a_large_corpus_run_counts_to_max_steps_and_shows_tokenizing(make_
         run_bar = app.query_one("#run-progress", ProgressBar)
         assert run_bar.total == 3  # not the 6 steps of the epoch that step 3 falls in
         # What a corpus too large to tokenize in a moment shows before its run starts:
-        app.post_message(messages.Tokenizing(events.Tokenizing("books", 50_000_000, 200_000_000, 1, "x.bin")))
+        app.post_message(
+            messages.RunEvent(
+                events.Tokenizing(
+                    source="books", done_bytes=50_000_000, total_bytes=200_000_000, tokens=1, cache_path="x.bin"
+                )
+            )
+        )
         await wait_for(pilot, lambda: "tokenizing" in screen_text(app), "the tokenizing progress")
         assert "25%" in screen_text(app)
 
@@ -153,7 +159,7 @@ async def test_save_checkpoint_now_reports_the_file(make_app):
         await wait_for(pilot, lambda: global_step(app) >= 1, "the first step")
         await pilot.press("c")
         await wait_for(pilot, lambda: len(notes) == 2, "the checkpoint")
-        checkpoint = Path(app.train_cfg.out_dir) / "last.pt"
+        checkpoint = app.outputs.dir / "last.pt"
         assert notes[1].startswith(f"Checkpoint saved to {checkpoint} (step ")
         _, saved = load_model(checkpoint)
         assert saved["progress"]["global_step"] >= 1
@@ -189,7 +195,7 @@ async def test_markup_in_a_sample_is_shown_literally(make_app):
     tricky = "Every effort moves you [bold]x[/] and [/] \\[red] back\\slash \x1b[31m"
     app = make_app(paused=True)
     async with app.run_test(size=(200, 30)) as pilot:  # wide enough to show the sample on one line
-        app.post_message(messages.EpochSampled(events.EpochSampled(1, 20, tricky)))
+        app.post_message(messages.RunEvent(events.EpochSampled(epoch=1, global_step=20, text=tricky)))
         await wait_for(pilot, lambda: len(app.query(".sample-text")) == 1, "the sample")
         await pilot.pause()
         assert "Every effort moves you [bold]x[/] and [/] \\[red] back\\slash ␛[31m" in screen_text(app)

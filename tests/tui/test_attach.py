@@ -11,18 +11,17 @@ from helpers import train
 from test_run_files import RUNNING, append, line, write_status
 from tui_helpers import record_notifications, screen_text, wait_for
 
-from core.config import TrainConfig
 from core.fileio import atomic_write
 from minigpt_tui import cli
 from minigpt_tui.app import MiniGPTApp
-from minigpt_tui.run_files import RunFollower
+from minigpt_tui.sources import FollowedRun
 from minigpt_tui.widgets import ChatPane, LossChart, PromptInput, SamplesLog, StatusBar
 
 ALIVE = {"pid": os.getpid(), "host": socket.gethostname()}  # this process stands for the training one
 
 
 def attached_app(run_dir) -> MiniGPTApp:
-    return MiniGPTApp(None, TrainConfig(device="cpu", out_dir=str(run_dir)), "", attached=RunFollower(run_dir))
+    return MiniGPTApp(FollowedRun(run_dir))
 
 
 def chart_steps(app) -> list[int]:
@@ -123,11 +122,11 @@ async def send(pilot, app, prompt: str) -> None:
 
 def test_the_attach_flag_opens_the_app_on_the_run_directory(tmp_path, monkeypatch):
     opened = {}
-    monkeypatch.setattr(cli, "tui_main", lambda *args, **kwargs: opened.update(args=args, kwargs=kwargs) or 0)
+    monkeypatch.setattr(cli, "tui_main", lambda source: opened.update(source=source) or 0)
     assert cli.main(["--attach", str(tmp_path / "not yet"), "--out", str(tmp_path / "plots")]) == 0
-    _, _, train_cfg = opened["args"]
-    assert opened["kwargs"]["attached"].dir == tmp_path / "not yet"
-    assert train_cfg.device == "cpu" and train_cfg.out_dir == str(tmp_path / "plots")  # the GPU is left to training
+    source = opened["source"]
+    assert source.follower.dir == tmp_path / "not yet"
+    assert source.device == "cpu" and source.out_dir == tmp_path / "plots"  # the GPU is left to training
 
 
 @pytest.mark.parametrize(
@@ -152,3 +151,42 @@ def test_attaching_to_a_file_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["--attach", str(tmp_path / "metrics.jsonl")])
     assert "metrics.jsonl: is not a directory (give the run's output directory" in capsys.readouterr().err
+
+
+async def test_odd_run_files_show_what_can_be_read_and_say_what_cannot(tmp_path):
+    losses = [(float("inf"), 9.0), (1e308, float("-inf")), (0.0, -1.0), (8.0, 7.5)]
+    metrics = "".join(line(global_step=5 * i, train_loss=t, val_loss=v) for i, (t, v) in enumerate(losses, 1))
+    (tmp_path / "metrics.jsonl").write_text(metrics + line(global_step="x") + "[" * 100_000 + "\n")
+    pid = ', "pid": ' + str(2**70) + ', "host": "' + socket.gethostname() + '"'
+    (tmp_path / "status.json").write_text('{"state": "exploded", "epochs": 1e400, "device": "cpu"' + pid + "}")
+    app = attached_app(tmp_path)
+    notes = record_notifications(app)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for(pilot, lambda: chart_steps(app) == [5, 10, 15, 20] and len(notes) == 3, "the readable part")
+        assert "◉ attached" in screen_text(app) and "best val -1.0000 (step 15)" in screen_text(app)
+        assert "skipped 2 line(s) that are not evaluations" in " ".join(notes)
+        assert "unknown state 'exploded'" in " ".join(notes)
+        assert "the run's figures are not ones this version reads" in " ".join(notes)
+        chart = app.query_one(LossChart)
+        for _ in range(2):  # the log scale leaves out what has no logarithm, and back
+            await pilot.press("l")
+            await pilot.pause()
+            assert "global step" in chart.render().plain
+        (tmp_path / "metrics.jsonl").write_text(line(global_step=5, train_loss=float("nan"), val_loss=-1.0))
+        await wait_for(pilot, lambda: chart_steps(app) == [5], "the rewritten metrics")
+        await pilot.press("l")
+        await pilot.pause()
+        assert "no loss to draw on a log scale" in chart.render().plain
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    assert app.return_code == 0
+
+
+def test_a_crash_of_the_app_exits_non_zero(tmp_path, monkeypatch):
+    def broken(self, state):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(StatusBar, "set_state", broken)
+    run = MiniGPTApp.run
+    monkeypatch.setattr(MiniGPTApp, "run", lambda self: run(self, headless=True))
+    assert cli.main(["--attach", str(tmp_path)]) == 1

@@ -3,7 +3,6 @@
 import re
 import threading
 import time
-from pathlib import Path
 
 from textual.events import Paste
 from tui_helpers import record_notifications, screen_text, wait_for
@@ -115,7 +114,7 @@ async def test_chat_before_training_starts_while_paused_and_after_it_finishes(ma
         await wait_for(pilot, lambda: exchanges(app)[0].state == "waiting", "the prompt to wait")
         assert "waiting for the model" in screen_text(app)
 
-        app.control.pause()  # before the first step
+        app.source.control.pause()  # before the first step
         set_up.set()
         await wait_for(pilot, replied(app), "the reply once the model exists")
         assert exchanges(app)[0].weights == "untrained weights" and exchanges(app)[0].reply
@@ -124,8 +123,8 @@ async def test_chat_before_training_starts_while_paused_and_after_it_finishes(ma
         await send(pilot, "While paused")
         await wait_for(pilot, replied(app, 2), "the reply while paused")
         assert exchanges(app)[1].weights == "untrained weights"
-        model = inference_model(app.model_cfg)
-        snapshot(app.training_run.trainer, model)
+        model = inference_model(app.source.model_cfg)
+        snapshot(app.source.run.trainer, model)
         assert exchanges(app)[1].reply == token_ids_to_text(list(generate(model, encode("While paused"), 50)))
 
         app.action_resume()
@@ -186,7 +185,7 @@ async def test_letters_typed_in_the_prompt_are_text_not_keys(make_app):
         await pilot.press("i", *"p q s c l t i ?", "space")
         assert app.query_one(PromptInput).value == "p q s c l t i ? "
         assert app.is_running and app.state() == "paused" and not app.quitting  # no resume, no quit
-        assert not (Path(app.train_cfg.out_dir) / "loss_plot.png").exists()
+        assert not (app.outputs.dir / "loss_plot.png").exists()
         footer = screen_text(app).splitlines()[-1]
         assert "Send" in footer and "Resume" not in footer and "Quit" not in footer
         await pilot.press("tab")  # leave the prompt box: the keys are the app's again
@@ -221,7 +220,7 @@ async def test_save_the_conversation_from_the_palette(make_app, monkeypatch):
         await pilot.pause(0.2)  # the palette searches in the background
         await pilot.press("enter")
         await wait_for(pilot, lambda: notes, "the conversation to be saved")
-        (saved,) = Path(app.train_cfg.out_dir).glob("chat-*.txt")
+        (saved,) = app.outputs.dir.glob("chat-*.txt")
         assert notes == [f"Conversation saved to {saved}"]
         text = saved.read_text(encoding="utf-8")
         exchange = exchanges(app)[0]

@@ -80,7 +80,7 @@ def test_every_reply_during_training_comes_from_one_completed_step(tiny_cfg, qui
 
 
 def overall_step(label: str) -> int:
-    """The global step in a WeightsVersion's words: "epoch 1, step 3 (step 3 overall)", "untrained weights"."""
+    """The global step in a Position's words: "epoch 1, step 3 (step 3 overall)", "untrained weights"."""
     found = re.search(r"\(step (\d+)", label)
     return int(found.group(1)) if found else 0
 

@@ -9,31 +9,28 @@ from helpers import TINY16
 from tui_helpers import screen_text, wait_for
 
 from core.checkpoint import load_checkpoint
-from core.config import TrainConfig
 from minigpt_tui import cli
 from minigpt_tui.app import MiniGPTApp
 from minigpt_tui.opened_checkpoint import OpenedCheckpoint
+from minigpt_tui.sources import LiveRun, OpenedRun
 from minigpt_tui.widgets import ChatPane, LossChart, PromptInput, SamplesLog, StatusBar
 
 
 def chat_only_app(path: Path, out_dir: Path) -> MiniGPTApp:
-    checkpoint = OpenedCheckpoint.load(path, "cpu")
-    train_cfg = TrainConfig(device="cpu", out_dir=str(out_dir), sample_prompt=checkpoint.sample_prompt)
-    return MiniGPTApp(checkpoint.model.cfg, train_cfg, "tiny", checkpoint)
+    return MiniGPTApp(OpenedRun(OpenedCheckpoint.load(path, "cpu"), out_dir, "tiny"))
 
 
 async def test_a_checkpoint_opens_for_chat_only_with_its_run_on_show(trained_checkpoint, tmp_path):
     history = load_checkpoint(trained_checkpoint)["history"]
     app = chat_only_app(trained_checkpoint, tmp_path)
     async with app.run_test(size=(200, 30)) as pilot:
+        await wait_for(pilot, lambda: "Send" in screen_text(app).splitlines()[-1], "the prompt box's keys")
         assert app.focused is app.query_one(PromptInput)  # ready to type
         assert app.query_one(LossChart).steps == [record["global_step"] for record in history]
         assert len(app.query_one(SamplesLog).query(".sample-text")) == 2
         text = screen_text(app)
         assert "◆ chat only" in text and "epoch 2/2  step 10/10  global step 20" in text
         assert f"checkpoint {trained_checkpoint}" in text  # in the title
-        footer = text.splitlines()[-1]
-        assert "Send" in footer
 
         await pilot.press(*"pq", "enter")  # letters, even p and q
         await wait_for(pilot, lambda: not app.query_one(ChatPane).busy, "the reply")
@@ -54,8 +51,8 @@ async def test_a_checkpoint_opens_for_chat_only_with_its_run_on_show(trained_che
 async def test_resuming_in_the_app_shows_the_whole_run(trained_checkpoint, short_train_cfg, tmp_path):
     saved = load_checkpoint(trained_checkpoint)
     resumed = replace(short_train_cfg, resume=str(trained_checkpoint), epochs=3, out_dir=str(tmp_path))
-    app = MiniGPTApp(TINY16, resumed, "tiny")
-    app.control.pause()  # before its first step: what shows comes from the checkpoint
+    app = MiniGPTApp(LiveRun(TINY16, resumed, "tiny"))
+    app.source.control.pause()  # before its first step: what shows comes from the checkpoint
     async with app.run_test(size=(200, 30)) as pilot:
         await wait_for(pilot, lambda: app.state() == "paused", "the run to start")
         assert app.query_one(LossChart).steps == [record["global_step"] for record in saved["history"]]
@@ -74,11 +71,11 @@ async def test_resuming_in_the_app_shows_the_whole_run(trained_checkpoint, short
 
 def test_the_checkpoint_flag_opens_the_app_on_it(trained_checkpoint, monkeypatch):
     opened = {}
-    monkeypatch.setattr(cli, "tui_main", lambda *args: opened.update(args=args) or 0)
+    monkeypatch.setattr(cli, "tui_main", lambda source: opened.update(source=source) or 0)
     assert cli.main(["--checkpoint", str(trained_checkpoint), "--device", "cpu"]) == 0
-    model_name, model_cfg, train_cfg, checkpoint = opened["args"]
-    assert model_cfg == TINY16 and checkpoint.version.global_step == 20
-    assert train_cfg.out_dir == str(trained_checkpoint.parent)  # conversations are saved beside it
+    source = opened["source"]
+    assert source.checkpoint.model.cfg == TINY16 and source.checkpoint.version.global_step == 20
+    assert source.out_dir == trained_checkpoint.parent  # conversations are saved beside it
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from textual.content import Content
 
 from core.events import Evaluated
 from minigpt_tui import cli
+from minigpt_tui.text import printable
 from minigpt_tui.widgets import LossChart
 from minigpt_tui.widgets.loss_chart import downsample
-from minigpt_tui.widgets.samples_log import printable
 from minigpt_tui.widgets.status_bar import pack
 
 
@@ -25,7 +25,17 @@ async def test_a_100k_step_history_draws_no_more_points_than_a_short_one(make_ap
     async with app.run_test(size=(80, 24)) as pilot:
         chart = app.query_one(LossChart)
         for step in range(1, 100_001):
-            chart.add(Evaluated(1, step, step, step * 64, 10 / step**0.1, 11 / step**0.1, step / 10))
+            chart.add(
+                Evaluated(
+                    epoch=1,
+                    step=step,
+                    global_step=step,
+                    tokens_seen=step * 64,
+                    train_loss=10 / step**0.1,
+                    val_loss=11 / step**0.1,
+                    elapsed_s=step / 10,
+                )
+            )
         await pilot.pause()
         assert "global step" in chart.render().plain  # draws
         steps, train, val = chart.plotted_points(chart.size.width)
