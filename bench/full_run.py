@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 from core.config import PRESETS, TrainConfig, preset
 from core.data import TRAIN_RATIO, read_corpus
 from core.events import CheckpointSaved
+from core.headless import LogPrinter
 from core.run import TrainingRun
 from core.tokenizer import gpt2_tokenizer
-from core.train import LogPrinter
 
 
 def run_reference(cfg, epochs: int) -> dict:

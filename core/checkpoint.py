@@ -93,15 +93,24 @@ def _config_from(ckpt: dict, key: str, config_class, path: str | Path):
     return config_class(**saved)
 
 
-def load_model(path: str | Path, device="cpu", mmap: bool = False) -> tuple[GPTModel, dict]:
-    """The model stored in a checkpoint (in eval mode, on `device`) and the checkpoint itself. With `mmap`, the
-    rest of the training state (the optimizer's moments: twice the weights) is not read from disk."""
+def load_model(path: str | Path, device="cpu", mmap: bool = True) -> tuple[GPTModel, dict]:
+    """The model stored in a checkpoint (in eval mode, on `device`) and the checkpoint itself.
+
+    With `mmap`, the file is mapped, not read: the weights are read as they are used, and the rest of the
+    training state (the optimizer's moments: twice the weights) not at all.
+    """
     ckpt = load_checkpoint(path, mmap=mmap)
-    model = GPTModel(model_config_from(ckpt, path))
+    cfg = model_config_from(ckpt, path)
+    # Built on the meta device, the model skips its random initialisation (seconds for gpt2-124m) and allocates
+    # nothing; assign=True then makes the checkpoint's tensors its parameters instead of copying them in.
+    with torch.device("meta"):
+        model = GPTModel(cfg)
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model"], assign=True)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: its weights do not fit its model config ({str(e).splitlines()[0]})") from None
+    if cfg.tie_weights:  # one Parameter under both names again, as the model was built
+        model.out_head.weight = model.tok_emb.weight
     return model.to(device).eval(), ckpt
 
 

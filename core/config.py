@@ -56,8 +56,3 @@ class TrainConfig:
     sample_tokens: int = 50
     save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget
     resume: str | None = None  # checkpoint to continue from
-
-
-# A resumed run must keep these from its checkpoint (besides the model's shape and the data): they fix the data
-# order and the position in it, so changing them would not continue the same run.
-KEPT_ON_RESUME = ("batch_size", "seed")

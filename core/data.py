@@ -127,7 +127,9 @@ def create_dataloaders(
     # DistributedSampler is a seeded per-epoch shuffle: the order of epoch e depends only on (seed, e), which
     # keeps resuming exact. Each process takes every world_size-th window from its rank on, so a step's batch
     # holds the same windows however it is split between processes and accumulated micro-batches.
-    sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=seed, drop_last=True)
+    sampler: DistributedSampler = DistributedSampler(
+        train_set, world_size, rank, shuffle=True, seed=seed, drop_last=True
+    )
     # Each loader has its own generator: starting to iterate a DataLoader draws a number from its generator, by
     # default the global one that dropout uses, so evaluating or resuming mid-epoch would shift the dropout masks
     # and a resumed run would no longer match an uninterrupted one.
@@ -188,7 +190,7 @@ class RandomWindows(Sampler[int]):
 def sequential_loader(windows: Dataset, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
     """The same batches in the same order each time (for evaluation), each process taking every world_size-th
     window; it leaves the global RNG alone too."""
-    sampler = DistributedSampler(windows, world_size, rank, shuffle=False)
+    sampler: DistributedSampler = DistributedSampler(windows, world_size, rank, shuffle=False)
     return DataLoader(windows, batch_size=batch_size, sampler=sampler, generator=torch.Generator())
 
 
@@ -197,7 +199,7 @@ def fingerprint(*windows: TokenWindows) -> str:
     digest = hashlib.sha256()
     for w in windows:
         digest.update(f"{len(w.tokens)} tokens:".encode())
-        digest.update(w.tokens.numpy())  # read in place: cached tokens are a memory map
+        digest.update(w.tokens.numpy().data)  # read in place: cached tokens are a memory map
     return digest.hexdigest()
 
 

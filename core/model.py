@@ -32,14 +32,15 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append the new tokens' keys and values (B, nh, T, hs); return all of them (B, nh, S, hs)."""
         start, end = self.lengths[layer], self.lengths[layer] + k.size(2)
-        if self.keys[layer] is None or end > self.keys[layer].size(2):
+        keys, values = self.keys[layer], self.values[layer]
+        if keys is None or values is None or end > keys.size(2):
             # Double the room, so that on average each position is copied into a new buffer only once.
-            self.keys[layer] = _with_room(self.keys[layer], start, k, 2 * end)
-            self.values[layer] = _with_room(self.values[layer], start, v, 2 * end)
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
+            keys = self.keys[layer] = _with_room(keys, start, k, 2 * end)
+            values = self.values[layer] = _with_room(values, start, v, 2 * end)
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
         self.lengths[layer] = end
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        return keys[:, :, :end], values[:, :, :end]
 
 
 def _with_room(buffer: torch.Tensor | None, filled: int, like: torch.Tensor, room: int) -> torch.Tensor:
@@ -143,3 +144,14 @@ class GPTModel(nn.Module):
     def num_parameters(self) -> int:
         """Trainable parameters, counting a tied head once."""
         return sum(p.numel() for p in self.parameters())
+
+
+def uninitialized_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPTModel:
+    """A GPTModel with its weights left uninitialised, for weights copied or loaded in next: the random
+    initialisation would only be overwritten (seconds for gpt2-124m)."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = GPTModel(cfg)
+    model = model.to_empty(device=device)
+    if cfg.tie_weights:  # to_empty gives every module a tensor of its own
+        model.out_head.weight = model.tok_emb.weight
+    return model

@@ -30,7 +30,7 @@ from core.data import (
 from core.distributed import Distributed, from_environment, process_group
 from core.events import EpochSampled, Evaluated, Failed, Finished, RunStarted, StateChanged, StepDone, Tokenizing
 from core.fileio import atomic_write, remove_leftover_temp_files
-from core.model import GPTModel
+from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
 from core.precision import allow_tf32
 from core.pretrained import load_pretrained
@@ -187,7 +187,9 @@ class TrainingRun:
         checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
         train_loader, val_loader = self._data_loaders()
         torch.manual_seed(cfg.seed)  # the same in every process: they start from the same weights
-        if cfg.init and not cfg.resume:  # fine-tuning: the model config is the pretrained one (pretrained_config)
+        if checkpoint is not None:  # its weights come next (Trainer.load_state_dict), so no random init
+            model = uninitialized_model(self.model_cfg, device)
+        elif cfg.init:  # fine-tuning: the model config is the pretrained one (pretrained_config)
             model = load_pretrained(cfg.init, self.model_cfg, device)
         else:
             model = GPTModel(self.model_cfg).to(device)
@@ -206,7 +208,7 @@ class TrainingRun:
             self.dist,
         )
         if checkpoint is not None:
-            trainer.load_state_dict(checkpoint, cfg.resume)
+            trainer.load_state_dict(checkpoint, str(cfg.resume))
         self.dist.seed_dropout(cfg.seed, trainer.global_step)
         if main:
             self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
@@ -217,11 +219,11 @@ class TrainingRun:
         cfg, dist = self.train_cfg, self.dist
         source = str(cfg.data or DEFAULT_CORPUS)
         files = corpus_files(cfg.data)
-        args = (self.model_cfg.context_length, cfg.batch_size, cfg.seed, source)
-        shares = {"rank": dist.rank, "world_size": dist.world_size, "grad_accum": cfg.grad_accum}
+        context, batch = self.model_cfg.context_length, cfg.batch_size
+        shares = dict(rank=dist.rank, world_size=dist.world_size, grad_accum=cfg.grad_accum)
         if is_large(files):
-            return token_dataloaders(self._cached_tokens(files, source), *args, **shares)
-        return create_dataloaders(read_corpus(cfg.data), *args, **shares)
+            return token_dataloaders(self._cached_tokens(files, source), context, batch, cfg.seed, source, **shares)
+        return create_dataloaders(read_corpus(cfg.data), context, batch, cfg.seed, source, **shares)
 
     def _cached_tokens(self, files: list[Path], source: str) -> torch.Tensor:
         """The corpus's tokens from the cache, tokenizing it first if it is not there yet (one process per machine
@@ -262,6 +264,7 @@ class TrainingRun:
         return tokens
 
     def run(self) -> Finished | Failed:
+        result: Finished | Failed
         try:
             device = self.dist.device(resolve_device(self.train_cfg.device))
             allow_tf32(device)
@@ -306,5 +309,5 @@ class TrainingRun:
         )
 
     def _save_plot(self) -> None:
-        if self.trainer.history:
+        if self.trainer is not None and self.trainer.history:
             save_loss_plot(self.trainer.history, self.trainer.steps_per_epoch, self.outputs.plot)

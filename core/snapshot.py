@@ -12,7 +12,7 @@ import torch
 
 from core.config import GPTConfig
 from core.events import Position
-from core.model import GPTModel
+from core.model import GPTModel, uninitialized_model
 from core.trainer import Trainer
 
 
@@ -24,12 +24,7 @@ def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu") -> GPTMo
     random generator, the one training's dropout draws from on another thread: a run's random stream, and
     so its losses, would have depended on when someone chatted.
     """
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        model = GPTModel(cfg)
-    model = model.to_empty(device=device)
-    if cfg.tie_weights:  # to_empty gives every module a tensor of its own
-        model.out_head.weight = model.tok_emb.weight
-    return model.eval().requires_grad_(False)
+    return uninitialized_model(cfg, device).eval().requires_grad_(False)
 
 
 @torch.no_grad()

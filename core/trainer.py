@@ -12,22 +12,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
+from typing import cast
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import get_total_norm
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from core.checkpoint import CheckpointError, check_resumable, restore_rng_states, rng_states, save_checkpoint
-from core.config import KEPT_ON_RESUME, TrainConfig
+from core.config import TrainConfig
 from core.control import TrainingControl
-from core.data import fingerprint, sequential_loader
+from core.data import RandomWindows, TokenWindows, fingerprint, sequential_loader
 from core.distributed import Distributed, gradient_sync
 from core.events import CheckpointSaved, EpochSampled, Evaluated, Position, RunStarted, StateChanged, StepDone
 from core.fileio import atomic_link
 from core.generate import generate
 from core.model import GPTModel
 from core.precision import autocast, compute_dtype
+from core.resume import check_kept, check_same_batches
 from core.tokenizer import encode, token_ids_to_text
 
 
@@ -35,13 +38,13 @@ class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what was kept."""
 
 
-def batch_loss(model: GPTModel, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = model(inputs)  # (B, T, V)
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
 @torch.inference_mode()
-def mean_loss(model: GPTModel, loader: DataLoader, num_batches: int, device: torch.device) -> float:
+def mean_loss(model: nn.Module, loader: DataLoader, num_batches: int, device: torch.device) -> float:
     """Average loss over the loader's first `num_batches` batches."""
     losses = [
         batch_loss(model, inputs.to(device), targets.to(device)).item()
@@ -83,8 +86,12 @@ class Trainer:
         # Losses are computed through `forward_model`: the model, or a compiled module sharing its parameters.
         # The model itself stays unwrapped, so its state-dict names (no `_orig_mod.` prefix), snapshots and
         # generation are the same either way.
-        self.forward_model = torch.compile(model) if cfg.compile else model
+        self.forward_model = cast(nn.Module, torch.compile(model)) if cfg.compile else model
         self.train_loader, self.val_loader = train_loader, val_loader
+        self.train_windows, self.val_windows = (
+            cast(TokenWindows, train_loader.dataset),
+            cast(TokenWindows, val_loader.dataset),
+        )
         # One of several processes under torchrun, or the only one. The training step runs the model wrapped in
         # DDP, which averages the gradients across processes; evaluation, samples and checkpoints use `model`.
         self.dist = distributed or Distributed()
@@ -92,7 +99,7 @@ class Trainer:
         # Train loss is measured on the same first batches each time (in order), so the curve is not
         # reshuffled noise and evaluating does not disturb the training order.
         self.train_eval_loader = sequential_loader(
-            train_loader.dataset.non_overlapping(), cfg.batch_size, self.dist.rank, self.dist.world_size
+            self.train_windows.non_overlapping(), cfg.batch_size, self.dist.rank, self.dist.world_size
         )
         self.emit = on_event
         self.control = control or TrainingControl()
@@ -138,7 +145,7 @@ class Trainer:
             )
         )
         while self.epoch < self.epochs:
-            self.train_loader.sampler.set_epoch(self.epoch)
+            cast(DistributedSampler | RandomWindows, self.train_loader.sampler).set_epoch(self.epoch)
             for micro_batches in self._steps_left_in_epoch():
                 if not self._may_continue():
                     return False
@@ -191,7 +198,7 @@ class Trainer:
     def _train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = 0.0
+        loss: torch.Tensor | float = 0.0
         for i, (inputs, targets) in enumerate(micro_batches):
             inputs, targets = inputs.to(self.device), targets.to(self.device)
             with gradient_sync(self.train_model, sync=i == len(micro_batches) - 1):
@@ -305,15 +312,17 @@ class Trainer:
 
     def _save_periodically(self) -> None:
         """Update last.pt, and best.pt too when the weights were just evaluated at the lowest val loss so far."""
-        latest = self.history[-1] if self.history else None
-        improved = latest is not None and latest["global_step"] == self.global_step
-        improved = improved and latest["val_loss"] < self.best_val_loss
+        path = self.checkpoint_path
+        assert path is not None  # _save_due says so
+        just_evaluated = self.history and self.history[-1]["global_step"] == self.global_step
+        val_loss = self.history[-1]["val_loss"] if just_evaluated else math.inf
+        improved = val_loss < self.best_val_loss
         if improved:
-            self.best_val_loss = latest["val_loss"]  # before saving, so that last.pt records it
-        self.save_checkpoint(self.checkpoint_path)
+            self.best_val_loss = val_loss  # before saving, so that last.pt records it
+        self.save_checkpoint(path)
         if improved and self.best_path is not None:
             try:
-                atomic_link(self.checkpoint_path, self.best_path)
+                atomic_link(path, self.best_path)
             except OSError as e:
                 raise self._save_failed(self.best_path, e) from None
 
@@ -350,6 +359,10 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "data_sha256": self.data_fingerprint,
             "world_size": self.dist.world_size,
+            # The run's shape, for what shows a checkpoint (the app's --checkpoint, its loss plot): a run still in
+            # its first epoch cannot tell its epoch length from its position.
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": self.epochs,
         }
         return {
             "model": self.model.state_dict(),
@@ -365,18 +378,14 @@ class Trainer:
     def load_state_dict(self, ckpt: dict, path: str | Path) -> None:
         """Continue the run saved in `ckpt` (read from `path`); call before `run()`.
 
-        The model shape, the data and the settings in KEPT_ON_RESUME must be the checkpoint's; the learning
-        rate may differ (it is applied to the restored optimizer).
+        The model shape, the data and what core/resume.py keeps must be the checkpoint's; the learning rate may
+        differ (it is applied to the restored optimizer).
         """
         check_resumable(ckpt, path)
         saved_cfg, progress = ckpt["train_config"], ckpt["progress"]
-        for name in KEPT_ON_RESUME:
-            if saved_cfg.get(name) != getattr(self.cfg, name):
-                raise CheckpointError(
-                    f"{path}: was trained with {name} {saved_cfg.get(name)}; a resumed run must keep it "
-                    f"(asked for {getattr(self.cfg, name)})"
-                )
-        self._check_same_batches(saved_cfg.get("grad_accum", 1) * progress.get("world_size", 1), path)
+        check_kept(saved_cfg, self.cfg, path)
+        saved_micro_batches = saved_cfg.get("grad_accum", 1) * progress.get("world_size", 1)
+        check_same_batches(saved_micro_batches, self.cfg, self.dist.world_size, path)
         if progress["data_sha256"] != self.data_fingerprint:
             raise CheckpointError(
                 f"{path}: was trained on other text than {self.cfg.data or 'the bundled story'} (the file changed, "
@@ -399,22 +408,6 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: its random number generator states are damaged ({e})") from None
 
-    def _check_same_batches(self, saved_micro_batches: int, path: str | Path) -> None:
-        """A step's batch is the micro-batches of all processes together: a resumed run may split it otherwise
-        (e.g. one process accumulating what two computed), but must keep its size to keep the data order."""
-        world_size = self.dist.world_size
-        if saved_micro_batches == self.cfg.grad_accum * world_size:
-            return
-        fix = (
-            f"--grad-accum {saved_micro_batches // world_size}"
-            if saved_micro_batches % world_size == 0
-            else f"a number of processes that divides {saved_micro_batches}"
-        )
-        raise CheckpointError(
-            f"{path}: was trained on {saved_micro_batches} micro-batches of {self.cfg.batch_size} per step "
-            f"(--grad-accum × processes); this run has {self.cfg.grad_accum} × {world_size}: use {fix}"
-        )
-
     @cached_property
     def data_fingerprint(self) -> str:
-        return fingerprint(self.train_loader.dataset, self.val_loader.dataset)
+        return fingerprint(self.train_windows, self.val_windows)

@@ -9,11 +9,12 @@ from core.config import preset_name
 from core.distributed import from_environment
 from core.events import Failed, Finished
 from core.export import EXPORTED_FILES, export_hf
+from core.flags import add_training_args, configs_from_args, positive
 from core.generate import check_sampling, generate, prepare_prompt
+from core.headless import run_headless
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import resolve_device
 from core.tokenizer import decode_stream, encode
-from core.train import add_training_args, configs_from_args, positive, run_headless
 
 
 def sampling_setting(name: str, kind: type):
@@ -57,13 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
         "run's newest checkpoint; with --device (the chat's, default cpu, to leave the GPU to training) and --out "
         "(where s saves the plot, default RUN_DIR) only",
     )
+    # A flag may stand before its subcommand or after it (`minigpt-tui --preset tiny train`): the subcommands'
+    # parsers leave out what they were not given (SUPPRESS), instead of overwriting what the main parser read.
     commands = parser.add_subparsers(dest="command", metavar="{train,generate,export,serve}")
-    train = commands.add_parser("train", help="train without the UI, printing the log")
+    train = commands.add_parser(
+        "train", help="train without the UI, printing the log", argument_default=argparse.SUPPRESS
+    )
     add_training_args(train)
-    generate_cmd = commands.add_parser("generate", help="continue a prompt with a checkpoint or GPT-2's weights")
+    generate_cmd = commands.add_parser(
+        "generate",
+        help="continue a prompt with a checkpoint or GPT-2's weights",
+        argument_default=argparse.SUPPRESS,
+        epilog="It needs --checkpoint or --init.",
+    )
     generate_cmd.add_argument("prompt", help="text to continue")
-    weights = generate_cmd.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", metavar="PATH", help="e.g. results/last.pt")
+    weights = generate_cmd.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", dest="chat_checkpoint", metavar="PATH", help="e.g. results/last.pt")
     weights.add_argument(
         "--init", metavar="WEIGHTS", help=f"pretrained GPT-2 instead: {', '.join(HUB_MODELS)} or a model.safetensors"
     )
@@ -78,16 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 = greedy (default); higher = more random",
     )
     generate_cmd.add_argument(
-        "--top-k", type=sampling_setting("top_k", int), metavar="K", help="sample only from the K most likely tokens"
+        "--top-k",
+        type=sampling_setting("top_k", int),
+        default=None,
+        metavar="K",
+        help="sample only from the K most likely tokens",
     )
     generate_cmd.add_argument(
         "--top-p",
         type=sampling_setting("top_p", float),
+        default=None,
         metavar="P",
         help="sample only from the most likely tokens that add up to P (0 < P <= 1)",
     )
     generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
-    generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     export = commands.add_parser(
         "export",
         help="write a checkpoint's model as a Hugging Face GPT-2 directory",
@@ -102,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="the dashboard of a run directory in a browser",
+        argument_default=argparse.SUPPRESS,  # the training flags may also stand before `serve`, as for train
         description="Serve the --attach dashboard of a run directory in a browser (needs the [web] extra): each "
         "browser tab gets its own app, following the run's files; a page load never trains. With --train, start "
         "the run too, headless (its log in RUN_DIR/train.log), with any training flags; stopping the server "
@@ -109,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="From another machine: ssh -L 8000:localhost:8000 THIS_BOX, then open http://localhost:8000",
     )
     serve.add_argument(
-        "run_dir", nargs="?", metavar="RUN_DIR", help="the run's output directory (with --train: default --out's)"
+        "run_dir",
+        nargs="?",
+        default=None,
+        metavar="RUN_DIR",
+        help="the run's output directory (with --train: default --out's)",
     )
     serve.add_argument(
         "--host",
@@ -128,10 +148,29 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def training_dests() -> set[str]:
+    """Where the training flags store their values (`args.<dest>`)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_training_args(probe)
+    return set(vars(probe.parse_args([])))
+
+
+# Of the training flags, those that mean the same to generate (given before it or after); the others do not apply.
+GENERATE_FLAGS = ("init", "seed", "device")
+
+
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    device = device_or_error(parser, args.device)
+    if args.attach:
+        parser.error("--attach follows a run started elsewhere; it does not go with the generate command")
+    not_for_generate = training_dests() - set(GENERATE_FLAGS)
+    others = [option(name) for name, value in vars(args).items() if value is not None and name in not_for_generate]
+    if others:
+        parser.error(f"the generate command does not take {', '.join(others)} (see minigpt-tui generate --help)")
+    if bool(args.chat_checkpoint) == bool(args.init):
+        parser.error("the generate command needs one of --checkpoint PATH or --init WEIGHTS")
+    device = device_or_error(parser, args.device or "auto")
     try:
-        model = load_pretrained(args.init, device=device) if args.init else load_model(args.checkpoint, device)[0]
+        model = load_pretrained(args.init, device=device) if args.init else load_model(args.chat_checkpoint, device)[0]
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
@@ -155,6 +194,9 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    others = [option(name) for name in sorted(training_dests()) if getattr(args, name, None) is not None]
+    if others:
+        parser.error(f"the export command does not take {', '.join(others)} (see minigpt-tui export --help)")
     out_dir = Path(args.to)
     if out_dir.exists() and not out_dir.is_dir():
         parser.error(f"--to {out_dir}: is not a directory")
@@ -208,7 +250,7 @@ def serve_training_argv(args: argparse.Namespace) -> list[str]:
     """The training flags given to `serve`, as `minigpt-tui train` takes them (--device aside when not training)."""
     flags = argparse.ArgumentParser(add_help=False)
     add_training_args(flags)
-    argv = []
+    argv: list[str] = []
     for action in flags._actions:
         value = getattr(args, action.dest, None)
         if value is None or action.dest == "out" or (action.dest == "device" and not args.train):
@@ -222,16 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None and from_environment().enabled:
         parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
-    if args.attach:
-        return attach_main(parser, args)
-    if args.chat_checkpoint:
-        return chat_only_main(parser, args)
     if args.command == "generate":
         return generate_main(parser, args)
+    if args.command in ("export", "serve") and (args.attach or args.chat_checkpoint):
+        flag = "--attach" if args.attach else "--checkpoint"
+        parser.error(f"{flag} does not go with the {args.command} command")
     if args.command == "export":
         return export_main(parser, args)
     if args.command == "serve":
         return serve_main(parser, args)
+    if args.attach:
+        return attach_main(parser, args)
+    if args.chat_checkpoint:
+        return chat_only_main(parser, args)
     model_cfg, train_cfg = configs_from_args(parser, args)  # bad flags end here, before any screen opens
     if args.command == "train":
         return run_headless(args.preset, model_cfg, train_cfg)

@@ -11,6 +11,7 @@ from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig
 from core.events import EpochSampled, Evaluated, Position, RunStarted, StepDone
 from core.model import GPTModel
+from core.plotting import epoch_length
 
 
 @dataclass(frozen=True)
@@ -25,22 +26,24 @@ class OpenedCheckpoint:
     last_step: StepDone | None
 
     @classmethod
-    def load(cls, path: str | Path, device, mmap: bool = False) -> "OpenedCheckpoint":
+    def load(cls, path: str | Path, device, mmap: bool = True) -> "OpenedCheckpoint":
         """Read the checkpoint; CheckpointError if it cannot be used. `mmap`: see `load_model`."""
         path = Path(path)
         model, ckpt = load_model(path, device, mmap)
-        progress = ckpt.get("progress")
+        progress = ckpt.get("progress") or {}  # empty: a weights-only file
         train_config = ckpt.get("train_config") or {}
         # Checkpoints count as the trainer does: 0-based epoch in progress, steps done in it (see Position).
-        counted = progress or {}
-        done_epochs, in_epoch = counted.get("epoch", 0), counted.get("step", 0)
-        global_step = counted.get("global_step", 0)
+        done_epochs, in_epoch = progress.get("epoch", 0), progress.get("step", 0)
+        global_step = progress.get("global_step", 0)
         version = Position.from_trainer(done_epochs, in_epoch, global_step)
-        steps_per_epoch = (global_step - in_epoch) // done_epochs if done_epochs else 0  # 0: unknown
         try:
             history = tuple(Evaluated(**record) for record in ckpt.get("history", ()))
         except TypeError:
             raise CheckpointError(f"{path}: its metrics history is not one this version understands") from None
+        # Recorded since checkpoints have it; an older one tells it only once its run is past its first epoch.
+        steps_per_epoch = progress.get("steps_per_epoch") or (
+            (global_step - in_epoch) // done_epochs if done_epochs else epoch_length(list(ckpt.get("history", ())))
+        )  # 0: unknown
         samples = tuple(
             EpochSampled(epoch=i + 1, global_step=(i + 1) * steps_per_epoch, text=text)
             for i, text in enumerate(ckpt.get("samples", ()))
@@ -49,7 +52,7 @@ class OpenedCheckpoint:
         run = RunStarted(
             device=str(device),
             num_params=model.num_parameters(),
-            epochs=train_config.get("epochs", done_epochs),
+            epochs=progress.get("epochs") or train_config.get("epochs", done_epochs),
             steps_per_epoch=steps_per_epoch,
             start_step=global_step,
             history=history,

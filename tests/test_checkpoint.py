@@ -14,6 +14,7 @@ from core.checkpoint import (
     save_checkpoint,
     train_config_from,
 )
+from core.config import preset
 from core.fileio import atomic_link, atomic_write
 from core.model import GPTModel
 
@@ -31,6 +32,20 @@ def test_round_trip_gives_back_the_same_model(tmp_path, tiny_cfg):
     ids = torch.randint(0, tiny_cfg.vocab_size, (1, 8))
     assert torch.equal(original(ids), loaded(ids))
     assert not loaded.training
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux's list of mapped files")
+def test_a_model_is_loaded_from_the_mapped_file_without_a_random_initialisation(tmp_path):
+    cfg = preset("tiny", context_length=16, tie_weights=True)
+    _save_model(tmp_path / "m.pt", cfg)
+    torch.manual_seed(0)
+    rng = torch.get_rng_state()
+    loaded, ckpt = load_model(tmp_path / "m.pt")
+    assert torch.equal(torch.get_rng_state(), rng)  # nothing was drawn: no weights were initialised
+    assert str(tmp_path / "m.pt") in open("/proc/self/maps").read()  # mapped: tensors are read when used
+    weight = loaded.blocks[0].mlp.fc.weight
+    assert weight.data_ptr() == ckpt["model"]["blocks.0.mlp.fc.weight"].data_ptr()  # the file's, not a copy
+    assert loaded.out_head.weight is loaded.tok_emb.weight and weight.requires_grad  # as GPTModel builds it
 
 
 class _CreatesAFile:

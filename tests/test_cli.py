@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import core.train
-from core import GPTModel, generate_text_simple, text_to_token_ids, token_ids_to_text
+from core import GPTModel, generate_text_simple, resume, text_to_token_ids, token_ids_to_text
 from core.checkpoint import load_model, save_checkpoint
 from core.events import RunStarted, Tokenizing
-from core.train import LogPrinter
+from core.headless import LogPrinter
 from minigpt_tui import cli
 from minigpt_tui.cli import main
 
@@ -82,6 +82,72 @@ def test_bad_flags_fail_fast_with_exit_2(flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--epochs", "1", "--preset", "tiny", "train"],
+        ["--epochs", "1", "train", "--preset", "tiny"],
+        ["train", "--epochs", "1", "--preset", "tiny"],
+    ],
+)
+def test_training_flags_take_effect_before_the_subcommand_or_after_it(argv, monkeypatch):
+    runs = []
+    monkeypatch.setattr(cli, "run_headless", lambda *run: runs.append(run) or 0)
+    assert main([*argv, "--device", "cpu"]) == 0
+    ((name, model_cfg, train_cfg),) = runs
+    assert (name, model_cfg.n_layers, train_cfg.epochs, train_cfg.device) == ("tiny", 2, 1, "cpu")
+
+
+def test_flags_before_and_after_the_subcommand_that_exclude_each_other_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--epochs", "2", "train", "--max-steps", "9"])
+    assert exit_.value.code == 2
+    assert "argument --max-steps: not allowed with argument --epochs" in capsys.readouterr().err
+
+
+def test_generate_takes_its_flags_before_it_too_and_refuses_training_flags(tiny_checkpoint, capsys):
+    outputs = []
+    for argv in (
+        ["generate", "Hi", "--checkpoint", str(tiny_checkpoint), "--seed", "3"],
+        ["--seed", "3", "generate", "Hi", "--checkpoint", str(tiny_checkpoint)],
+        ["--seed", "3", "--checkpoint", str(tiny_checkpoint), "generate", "Hi"],
+    ):
+        assert main([*argv, "--temperature", "1", "--max-new-tokens", "8"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] == outputs[2]  # the same seed and checkpoint, wherever they stood
+    assert main(["generate", "Hi", "--checkpoint", str(tiny_checkpoint), "--temperature", "1"]) == 0
+    assert capsys.readouterr().out != outputs[0]  # (without the seed, another sample)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--epochs", "1", "--preset", "tiny", "generate", "Hi", "--checkpoint", str(tiny_checkpoint)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "minigpt-tui: error: the generate command does not take --preset, --epochs (see minigpt-tui generate --help)"
+    )
+
+
+def test_the_resume_help_names_every_flag_and_what_it_may_do(monkeypatch, capsys):
+    """Generated from core/resume.py's rules: every training flag is either changeable or kept."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per flag: nothing to do with where a terminal wraps
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_lines = capsys.readouterr().out.splitlines()
+    resume_help = next(line for line in help_lines if line.strip().startswith("--resume CHECKPOINT"))
+    may_change, kept = resume_help.split(" may change; ")
+    for flag in ("--epochs", "--max-steps", "--eval-freq", "--eval-batches", "--save-every", "--lr", "--data"):
+        assert flag in may_change
+    for flag in ("--grad-accum", "--out", "--device", "--dtype", "--compile", "--token-cache"):
+        assert flag in may_change
+    for flag in ("--preset", "--context-length", "--batch-size", "--seed"):
+        assert flag in kept
+
+
+def test_every_training_flag_has_a_resume_rule():
+    """A new training flag must be placed in core/resume.py: allowed to change on --resume, or kept."""
+    ruled = {*resume.MAY_CHANGE, *resume.MACHINE_SETTINGS, *resume.KEPT, *resume.MODEL_SHAPE}
+    flags = {"out_dir" if dest == "out" else dest for dest in cli.training_dests()}
+    assert flags - {"resume", "init"} == ruled  # --init is refused with --resume: the weights are the checkpoint's
+
+
 def test_cuda_without_cuda_is_refused(capsys, monkeypatch):
     import torch
 
@@ -138,9 +204,11 @@ def test_the_log_names_the_processes_the_steps_and_how_tokenizing_goes(progress)
             cache_path="/cache/x.bin",
         )
     )
+    log(RunStarted(device="cpu", num_params=1000, epochs=1, steps_per_epoch=36, start_step=0, max_steps=3))
     assert out.getvalue().splitlines() == [
         "Training tiny (1,000 parameters) on cuda × 8 processes (DDP): 100 steps (3 epochs of 40 steps)",
         "books: 48,000,000 tokens, cached in /cache/x.bin",
+        "Training tiny (1,000 parameters) on cpu: 3 steps (1 epoch of 36 steps)",
     ]
     if isinstance(progress, TtyBuffer):  # redrawn in place, then the line ended
         assert progress.getvalue().startswith("\rTokenizing books:  25% of 200 MB, 12,000,000 tokens")

@@ -302,7 +302,7 @@ def test_train_command_fine_tunes_with_a_cropped_context(saved, small_corpus, tm
     flags = ["--context-length", "32", "--epochs", "1", "--eval-batches", "2", "--device", "cpu"]
     result = minigpt("train", "--init", str(saved), *flags, "--data", str(small_corpus), "--out", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"Training pretrained {saved} (3,318,592 parameters) on cpu: 1 epochs of 20 steps")
+    assert result.stdout.startswith(f"Training pretrained {saved} (3,318,592 parameters) on cpu: 1 epoch of 20 steps")
     assert f"note: {saved} was trained on 64 positions; using its first 32 (--context-length 32)" in result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["init"] == str(saved)

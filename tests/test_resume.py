@@ -10,8 +10,8 @@ from helpers import TINY16, of, train
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.events import Failed, Finished, RunStarted, StepDone
+from core.flags import configs_from_args
 from core.model import GPTModel
-from core.train import configs_from_args
 from minigpt_tui.cli import build_parser
 
 
@@ -267,4 +267,4 @@ def test_a_run_measured_in_steps_continues_in_steps_until_told_otherwise(stopped
     assert (cfg.max_steps, cfg.epochs, cfg.grad_accum) == (None, 3, 2)  # the trainer checks the micro-batches
     code, error = exit_for(capsys, "--resume", path, "--max-steps", "1")
     assert code == 2
-    assert error.endswith(f"{path} has already trained 1 steps; ask for more to continue (--max-steps 2 or more)")
+    assert error.endswith(f"{path} has already trained 1 step; ask for more to continue (--max-steps 2 or more)")

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from helpers import train
 from test_run_files import RUNNING, append, line, write_status
-from tui_helpers import record_notifications, screen_text, wait_for
+from tui_helpers import record_notifications, screen_text, title, wait_for
 
 from core.fileio import atomic_write
 from minigpt_tui import cli
@@ -48,7 +48,7 @@ async def test_the_app_waits_for_the_run_then_follows_its_files_as_they_grow(tmp
         await wait_for(pilot, lambda: "● running" in screen_text(app) and chart_steps(app) == [2], "the run")
         text = screen_text(app)  # the poll may have caught the metrics before the status, or after: both are in
         assert "epoch 1/3  step 2/10  global step 2" in text
-        assert f"attached to {run_dir}" in text and "1.2k parameters" in text
+        assert f"attached to {run_dir}" in title(app) and "1.2k parameters" in title(app)
 
         append(run_dir / "metrics.jsonl", line(global_step=4, step=4)[30:] + "not json\n" + line(global_step=6, step=6))
         append(run_dir / "samples.txt", "--- epoch 1 (step 10)\nEvery effort [/]moves\n")
@@ -190,3 +190,16 @@ def test_a_crash_of_the_app_exits_non_zero(tmp_path, monkeypatch):
     run = MiniGPTApp.run
     monkeypatch.setattr(MiniGPTApp, "run", lambda self: run(self, headless=True))
     assert cli.main(["--attach", str(tmp_path)]) == 1
+
+
+async def test_s_saves_the_plot_of_a_run_without_status_json(tmp_path):
+    """A run directory with metrics only (written by an older minigpt-tui, or copied without status.json)."""
+    (tmp_path / "metrics.jsonl").write_text(line(global_step=2, step=2) + line(global_step=4, step=4))
+    app = attached_app(tmp_path)
+    notes = record_notifications(app)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for(pilot, lambda: chart_steps(app) == [2, 4], "the metrics")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: notes, "the plot")
+    assert notes == [f"Loss plot saved to {tmp_path / 'loss_plot.png'}"]
+    assert (tmp_path / "loss_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -5,10 +5,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import TINY16
-from tui_helpers import screen_text, wait_for
+from helpers import TINY16, train
+from tui_helpers import record_notifications, screen_text, title, wait_for
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint, save_checkpoint
 from minigpt_tui import cli
 from minigpt_tui.app import MiniGPTApp
 from minigpt_tui.opened_checkpoint import OpenedCheckpoint
@@ -30,7 +30,9 @@ async def test_a_checkpoint_opens_for_chat_only_with_its_run_on_show(trained_che
         assert len(app.query_one(SamplesLog).query(".sample-text")) == 2
         text = screen_text(app)
         assert "◆ chat only" in text and "epoch 2/2  step 10/10  global step 20" in text
-        assert f"checkpoint {trained_checkpoint}" in text  # in the title
+        assert f"checkpoint {trained_checkpoint}" in title(app)
+        footer = text.splitlines()[-1]
+        assert "Send" in footer
 
         await pilot.press(*"pq", "enter")  # letters, even p and q
         await wait_for(pilot, lambda: not app.query_one(ChatPane).busy, "the reply")
@@ -59,7 +61,7 @@ async def test_resuming_in_the_app_shows_the_whole_run(trained_checkpoint, short
         assert app.query_one(StatusBar).best_val is not None
         assert len(app.query_one(SamplesLog).query(".sample-text")) == 2
         text = screen_text(app)
-        assert "epoch 2/3  step 10/10  global step 20" in text and f"resumed from {trained_checkpoint}" in text
+        assert "epoch 2/3  step 10/10  global step 20" in text and f"resumed from {trained_checkpoint}" in title(app)
         assert "Samples (2)" in text
 
         await app.run_action("focus_prompt")
@@ -101,3 +103,31 @@ def test_a_bad_checkpoint_is_one_line_before_the_app_opens(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert err.startswith(f"Loading {tmp_path / 'bad.pt'}...\nminigpt-tui: error: ")
     assert "is truncated or not a checkpoint" in err
+
+
+@pytest.fixture(scope="module")
+def first_epoch_checkpoint(short_train_cfg, tmp_path_factory):
+    """last.pt of a run that ended at global step 6 of its 10-step first epoch (one evaluation, at step 5)."""
+    out_dir = tmp_path_factory.mktemp("first-epoch")
+    train(replace(short_train_cfg, out_dir=str(out_dir), max_steps=6))
+    return out_dir / "last.pt"
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["checkpoint", "older checkpoint"])
+async def test_s_saves_the_plot_of_a_checkpoint_from_the_first_epoch(first_epoch_checkpoint, tmp_path, recorded):
+    path = first_epoch_checkpoint
+    if not recorded:  # as written before checkpoints recorded the run's epoch length
+        ckpt = load_checkpoint(first_epoch_checkpoint)
+        for name in ("steps_per_epoch", "epochs"):
+            del ckpt["progress"][name]
+        path = tmp_path / "old.pt"
+        save_checkpoint(path, {k: v for k, v in ckpt.items() if k != "format_version"})
+    app = chat_only_app(path, tmp_path)
+    notes = record_notifications(app)
+    async with app.run_test(size=(120, 30)) as pilot:
+        expected = "step 6/10" if recorded else "step 6 "
+        assert expected in " ".join(item.plain for item in app.query_one(StatusBar).items())
+        await pilot.press("tab", "s")  # out of the prompt box, then the app's key
+        await wait_for(pilot, lambda: notes, "the plot")
+    assert notes == [f"Loss plot saved to {tmp_path / 'loss_plot.png'}"]
+    assert (tmp_path / "loss_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

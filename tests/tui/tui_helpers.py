@@ -28,3 +28,8 @@ def record_notifications(app) -> list[str]:
 
     app.notify = spy
     return seen
+
+
+def title(app) -> str:
+    """The run panel's title in full: on screen a long temp path would be cut off at the terminal's width."""
+    return str(app.query_one("#run").border_title)

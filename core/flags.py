@@ -1,0 +1,216 @@
+"""The training command's flags (`minigpt-tui`, `minigpt-tui train`, `python -m core.train`) and the model and
+training configs they ask for. What a resumed run may change is core/resume.py's business."""
+
+import argparse
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from core.checkpoint import CheckpointError, load_checkpoint, model_config_from, train_config_from
+from core.config import PRESETS, GPTConfig, TrainConfig, preset, preset_name
+from core.data import LARGE_CORPUS_BYTES
+from core.precision import DTYPES
+from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
+from core.resume import ResumeRefused, check_model_shape, flag, resumed_config
+from core.resume import help_text as resume_help
+from core.run import resolve_device
+from core.token_cache import CACHE_DIR_ENV, default_cache_dir
+
+DEFAULT_PRESET = "gpt2-124m"
+
+
+def positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    # No argparse defaults: a flag left out is None (or absent, with argument_default=SUPPRESS), so that --resume
+    # can tell it from one given (the defaults are TrainConfig's, or the checkpoint's).
+    d = TrainConfig()
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help="UTF-8 text file to train on, or a directory of .txt files (subdirectories included); above "
+        f"{LARGE_CORPUS_BYTES // 1_000_000} MB it is tokenized once into the token cache "
+        "(default: the bundled data/the-verdict.txt)",
+    )
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--preset", choices=list(PRESETS), help=f"model size (default: {DEFAULT_PRESET})")
+    model.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help=f"start from pretrained weights: {', '.join(HUB_MODELS)} (downloaded once), "
+        "or a local model.safetensors or its directory",
+    )
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument(
+        "--epochs",
+        type=positive(int),
+        help=f"passes over the training text (for a large corpus: as many random windows as one pass holds); "
+        f"default: {d.epochs}",
+    )
+    length.add_argument(
+        "--max-steps",
+        type=positive(int),
+        metavar="N",
+        help="train N optimizer steps in all instead, ending mid-epoch if that is where step N falls",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive(int), help=f"sequences per micro-batch in each process (default: {d.batch_size})"
+    )
+    parser.add_argument(
+        "--grad-accum",
+        type=positive(int),
+        metavar="N",
+        help="add up the gradients of N micro-batches per optimizer step: a step sees batch size × N × processes "
+        f"sequences (default: {d.grad_accum})",
+    )
+    parser.add_argument("--lr", type=positive(float), help=f"AdamW learning rate (default: {d.lr})")
+    parser.add_argument(
+        "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the model's)"
+    )
+    parser.add_argument("--eval-freq", type=positive(int), metavar="STEPS", help=f"default: {d.eval_freq}")
+    parser.add_argument(
+        "--eval-batches",
+        type=positive(int),
+        metavar="N",
+        help=f"batches of train and of val text per evaluation, each as big as a step's (default: {d.eval_batches})",
+    )
+    parser.add_argument("--seed", type=non_negative_int, help=f"default: {d.seed}")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        help="precision of the forward pass (autocast); auto: bfloat16 on a GPU that has it, else float32",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        default=parser.argument_default,  # None (not given), not store_true's False; SUPPRESS where the parser says
+        help="torch.compile the model: faster steps on a GPU, after a minute or more of compiling",
+    )
+    parser.add_argument("--out", metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})")
+    parser.add_argument(
+        "--token-cache",
+        metavar="DIR",
+        help=f"where large corpora are tokenized to (default: ${CACHE_DIR_ENV}, else {default_cache_dir()})",
+    )
+    parser.add_argument(
+        "--save-every",
+        type=positive(int),
+        metavar="STEPS",
+        help="write the checkpoint last.pt every this many steps (default: at evaluations, as often as keeps "
+        "saving under a tenth of the run time)",
+    )
+    parser.add_argument("--resume", metavar="CHECKPOINT", help=resume_help())
+
+
+def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The model and training configs the flags ask for; impossible requests end the program (exit 2), and so
+    do a --resume checkpoint or --init weights that cannot be used (exit 1). Sets `args.preset` to the model's
+    preset name."""
+    given = {
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "lr": args.lr,
+        "eval_freq": args.eval_freq,
+        "eval_batches": args.eval_batches,
+        "seed": args.seed,
+        "device": args.device,
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "data": args.data,
+        "init": args.init,
+        "out_dir": args.out,
+        "token_cache": args.token_cache,
+        "save_every": args.save_every,
+        "resume": args.resume,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    # Each parser checks its own groups; flags given before a subcommand and after it meet only here.
+    for first, second in (("epochs", "max_steps"), ("preset", "init")):
+        if getattr(args, first) is not None and getattr(args, second) is not None:
+            parser.error(f"argument {flag(second)}: not allowed with argument {flag(first)}")
+    if args.resume and args.init:
+        parser.error("--init with --resume: a resumed run continues from its checkpoint's weights")
+    if args.resume:
+        model_cfg, train_cfg = _resumed_configs(parser, args, given)
+    else:
+        train_cfg = TrainConfig(**given)
+    try:
+        resolve_device(train_cfg.device)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.resume:
+        return model_cfg, train_cfg
+    if args.init:  # last, once the other flags are known to be good: this may download the weights
+        return _pretrained_model_config(parser, args.init, args.context_length), train_cfg
+    args.preset = args.preset or DEFAULT_PRESET
+    overrides = {"context_length": args.context_length} if args.context_length else {}
+    return preset(args.preset, **overrides), train_cfg
+
+
+def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context_length: int | None) -> GPTConfig:
+    """The config of the --init weights (downloading them the first time), cropped to --context-length."""
+    try:
+        cfg = pretrained_config(init)
+    except PretrainedError as e:
+        parser.exit(1, f"minigpt-tui: error: {e}\n")
+    if not context_length or context_length == cfg.context_length:
+        return cfg
+    if context_length > cfg.context_length:
+        parser.error(
+            f"--context-length {context_length}: {init} was trained on {cfg.context_length} positions; "
+            "use that many or fewer"
+        )
+    print(
+        f"minigpt-tui: note: {init} was trained on {cfg.context_length} positions; "
+        f"using its first {context_length} (--context-length {context_length})",
+        file=sys.stderr,
+    )
+    return replace(cfg, context_length=context_length)
+
+
+def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict):
+    """The checkpoint's configs, with the changes the flags ask for if core/resume.py allows them."""
+    path = args.resume
+    try:
+        ckpt = load_checkpoint(path, mmap=True)  # mmap: only the configs are read here, not gigabytes of weights
+        model_cfg, saved = model_config_from(ckpt, path), train_config_from(ckpt, path)
+    except CheckpointError as e:
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
+    try:
+        check_model_shape(model_cfg, args.preset, args.context_length, path)
+        train_cfg = resumed_config(saved, given, path, ckpt["progress"])
+    except ResumeRefused as e:
+        parser.error(str(e))
+    args.preset = preset_name(model_cfg)
+    if "data" not in given and saved.data is not None and not Path(saved.data).exists():
+        parser.exit(
+            1,
+            f"{parser.prog}: error: {path} was trained on {saved.data}, which is not there any more; "
+            "point --data at the same text\n",
+        )
+    return model_cfg, train_cfg

@@ -1,0 +1,148 @@
+"""Training without the UI: the seed notebook's log printed from a run's events, and the run driven from the main
+thread, stopping cleanly on Ctrl+C, SIGTERM and SIGHUP.
+
+    Epoch 1/10, Step 5, Train loss: 8.4836, Val loss: 8.5877
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import time
+
+from core.control import TrainingControl
+from core.events import EpochSampled, Evaluated, Failed, RunStarted, Tokenizing
+from core.resume import plural
+from core.run import TrainingRun
+
+
+class LogPrinter:
+    """Prints a run's events as the seed notebook's log; the progress of tokenizing a large corpus goes to
+    `progress` (redrawn in place on a terminal)."""
+
+    def __init__(self, preset_name: str, out=sys.stdout, progress=sys.stderr):
+        self.preset_name, self.out, self.progress = preset_name, out, progress
+        self.epochs = 0
+        self._tokenizing_since: float | None = None
+
+    def __call__(self, event) -> None:
+        if isinstance(event, RunStarted):
+            self.epochs = event.epochs
+            self._print(
+                f"Training {self.preset_name} ({event.num_params:,} parameters) on {_devices(event)}: "
+                f"{_length(event)}{f', resuming after step {event.start_step}' if event.start_step else ''}"
+            )
+        elif isinstance(event, Evaluated):
+            self._print(
+                f"Epoch {event.epoch}/{self.epochs}, Step {event.step}, "
+                f"Train loss: {event.train_loss:.4f}, Val loss: {event.val_loss:.4f}"
+            )
+        elif isinstance(event, EpochSampled):
+            self._print(event.text.replace("\n", " "))
+        elif isinstance(event, Tokenizing):
+            self._show_tokenizing(event)
+
+    def _show_tokenizing(self, event: Tokenizing) -> None:
+        if event.done_bytes < event.total_bytes:
+            self._tokenizing_since = self._tokenizing_since or time.perf_counter()
+            if _is_terminal(self.progress):
+                seconds = time.perf_counter() - self._tokenizing_since
+                speed = f", {event.done_bytes / 1e6 / seconds:.1f} MB/s" if seconds > 0 else ""
+                say(
+                    f"\rTokenizing {event.source}: {event.done_bytes / event.total_bytes:4.0%} of "
+                    f"{event.total_bytes / 1e6:,.0f} MB, {event.tokens:,} tokens{speed}",
+                    self.progress,
+                    end="",
+                )
+            return
+        if self._tokenizing_since is not None and _is_terminal(self.progress):
+            say("", self.progress)  # end the progress line
+        self._print(f"{event.source}: {event.tokens:,} tokens, cached in {event.cache_path}")
+
+    def _print(self, line: str) -> None:
+        say(line, self.out)
+
+
+def _devices(event: RunStarted) -> str:
+    if event.world_size == 1:
+        return event.device
+    return f"{event.device.split(':')[0]} × {event.world_size} processes (DDP)"  # e.g. cuda:0 is the first one's
+
+
+def _length(event: RunStarted) -> str:
+    epochs = f"{plural(event.epochs, 'epoch')} of {plural(event.steps_per_epoch, 'step')}"
+    return epochs if event.max_steps is None else f"{plural(event.max_steps, 'step')} ({epochs})"
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def say(line: str, out, end: str = "\n") -> None:
+    """Print a line; if the terminal has gone (an SSH connection dropped, a closed pipe), drop it and go on.
+
+    Training must outlive its terminal: the run's files keep the record, and its checkpoint must still be saved.
+    """
+    try:
+        print(line, file=out, end=end, flush=True)
+    except OSError:  # EIO from a hung-up terminal, BrokenPipeError from a closed pipe
+        # Point the stream at /dev/null, so that neither later lines nor the flush at exit fail again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
+    """Train with the log on stdout; returns the exit status.
+
+    SIGINT (Ctrl+C), SIGTERM (kill, a scheduler's stop) and SIGHUP (the terminal or SSH connection went away)
+    stop training after the current step and save the checkpoint; the exit status is then 128 + the signal.
+    Under torchrun every process gets the signal (torchrun passes it on); they stop at the same step, and only
+    the first one (rank 0) prints, except errors, which each process reports.
+    """
+    control = TrainingControl()
+    caught = []
+    model_name = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
+    run = TrainingRun(model_cfg, train_cfg, LogPrinter(model_name), control)
+    main = run.dist.is_main
+
+    def stop_after_step(signum, frame):
+        caught.append(signum)
+        control.stop()  # first: printing may fail when the terminal is gone
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C aborts at once
+        if main:
+            say("\nStopping after the current step and saving (press Ctrl+C again to abort)...", sys.stderr)
+
+    previous = {sig: signal.signal(sig, stop_after_step) for sig in STOP_SIGNALS}
+    try:
+        result = run.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    stopped_status = 128 + (caught[0] if caught else signal.SIGINT)
+    if isinstance(result, Failed):
+        process = "" if main else f" (process {run.dist.rank})"
+        say(f"minigpt-tui{process}: error: {result.message}", sys.stderr)
+        return stopped_status if caught else 1
+    if not main:
+        return 0 if result.completed else stopped_status
+    saved = ", ".join(result.outputs.values())
+    if not result.completed:
+        say(
+            f"Stopped at epoch {result.epoch}, step {result.step} (global step {result.global_step}); saved {saved}",
+            sys.stderr,
+        )
+        return stopped_status
+    minutes, seconds = divmod(round(result.elapsed_s), 60)
+    done = f"{plural(result.epoch, 'epoch')} ({plural(result.global_step, 'step')})"
+    if result.step:  # --max-steps ended it mid-epoch
+        done = f"{plural(result.global_step, 'step')} (epoch {result.epoch}, step {result.step})"
+    say(f"Finished {done} in {minutes}m{seconds:02d}s; saved {saved}", sys.stdout)
+    return 0
