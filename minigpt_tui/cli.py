@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on (default: %(default)s; any other is reachable by whoever can reach the port)",
     )
     serve.add_argument("--port", type=port_number, default=8000, help="default: %(default)s")
-    serve.add_argument("--train", action="store_true", help="start the training run too (with the training flags)")
+    serve.add_argument(
+        "--train", action="store_true", default=False, help="start the training run too (with the training flags)"
+    )
     add_training_args(serve)
     return parser
 

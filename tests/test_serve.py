@@ -145,6 +145,13 @@ def test_training_flags_without_train_are_refused(tmp_path, capsys):
     )
 
 
+def test_training_flags_before_serve_count_as_given_to_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--epochs", "3", "serve", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "so --epochs does not apply; add --train" in capsys.readouterr().err
+
+
 def test_a_missing_web_extra_is_one_line_and_starts_nothing(tmp_path, monkeypatch, capsys):
     real_find_spec = __import__("importlib.util").util.find_spec
     monkeypatch.setattr(
