@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.config import TrainConfig, preset
 from minigpt_tui.app import MiniGPTApp
+from minigpt_tui.sources import LiveRun
 from minigpt_tui.widgets import ChatPane, PromptInput
 
 SIZE = (100, 30)
@@ -48,7 +49,7 @@ async def take_pictures(app: MiniGPTApp, out: Path) -> None:
         app.save_screenshot("help.svg", out)
         await pilot.press("escape")
 
-        app.control.stop()  # the run saves its files, the loss plot among them
+        app.source.stop()  # the run saves its files, the loss plot among them
         await wait_for(pilot, lambda: app.result is not None, "the run to stop and save")
 
 
@@ -68,7 +69,7 @@ def main() -> None:
         train_cfg = TrainConfig(
             epochs=args.epochs, lr=args.lr, data=args.data, out_dir=run_dir, device="cpu", eval_freq=3
         )
-        app = MiniGPTApp(preset("tiny", **overrides), train_cfg, "tiny")
+        app = MiniGPTApp(LiveRun(preset("tiny", **overrides), train_cfg, "tiny"))
         asyncio.run(take_pictures(app, args.out))
         shutil.copy(Path(run_dir) / "loss_plot.png", args.out / "loss_plot.png")
     print(f"Wrote {', '.join(str(args.out / name) for name in PICTURES)}")
