@@ -22,7 +22,7 @@ from core.run import TrainingRun
 from minigpt_tui.chat import FixedWeights, TrainerWeights
 from minigpt_tui.opened_checkpoint import LatestCheckpoint, OpenedCheckpoint
 from minigpt_tui.run_files import RunFollower
-from minigpt_tui.workers import EventForwarder, post, start_following, start_training
+from minigpt_tui.workers import EventForwarder, start_following, start_training
 
 TRAINING_ACTIONS = frozenset({"pause", "resume", "toggle_pause", "save_checkpoint", "stop_training"})
 
@@ -45,7 +45,7 @@ class RunSource:
         self.ended.set()
 
     def start(self, app) -> None:
-        """Begin delivering the run's events to `app` (with `workers.post`)."""
+        """Begin delivering the run's events to `app`: `workers.post` from another thread, `app.take` on this one."""
 
     def stop(self) -> None:
         """The app is closing: finish what must be finished (then `ended` is set)."""
@@ -132,10 +132,11 @@ class OpenedRun(RunSource):
         self.title = f"checkpoint {checkpoint.path}"
 
     def start(self, app) -> None:
-        """The checkpoint's record, as a run resumed from it would show before its first step."""
-        post(app, self.checkpoint.run)
+        """The checkpoint's record, as a run resumed from it would show before its first step. Shown at once, on
+        the app's thread: the file is read already, and the first screen drawn is then the checkpoint's."""
+        app.take(self.checkpoint.run)
         if self.checkpoint.last_step:
-            post(app, self.checkpoint.last_step)
+            app.take(self.checkpoint.last_step)
 
     def chat_weights(self) -> ChatWeights:
         return FixedWeights(self.checkpoint.model, self.checkpoint.weights_label())
