@@ -15,6 +15,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.drivers.web_driver import WebDriver
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from core.config import TrainConfig
@@ -39,6 +40,7 @@ from minigpt_tui.run_files import LIVE
 from minigpt_tui.sources import TRAINING_ACTIONS, RunSource
 from minigpt_tui.terminal_input import keep_escapes_in_pastes
 from minigpt_tui.text import compact
+from minigpt_tui.web_driver import ServedDriver
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.inspect_pane import InspectPane
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
@@ -117,6 +119,11 @@ class MiniGPTApp(App[Finished | Failed | None]):
     def views(self) -> list:
         """The panels that show the run: each takes every event in `show_event`. A new view goes here."""
         return [self.query_one(view) for view in (StatusBar, RunProgress, LossChart, SamplesLog, InspectPane)]
+
+    def get_driver_class(self):
+        # textual-serve runs the app with Textual's web driver, which would outlive a server that goes away.
+        driver_class = super().get_driver_class()
+        return ServedDriver if driver_class is WebDriver else driver_class
 
     def get_system_commands(self, screen):
         # Textual's own "Quit" would stand beside ours (commands.py), which says what quitting does here.

@@ -1,4 +1,5 @@
-"""The `minigpt-tui` command: the training app by default, plus the `train`, `generate` and `inspect` subcommands."""
+"""The `minigpt-tui` command: the training app by default, and the train, generate, inspect, export and serve
+subcommands."""
 
 import argparse
 import sys
@@ -8,6 +9,7 @@ from core.checkpoint import CheckpointError, load_checkpoint, load_model
 from core.config import TrainConfig, preset_name
 from core.distributed import from_environment
 from core.events import Failed, Finished
+from core.export import EXPORTED_FILES, export_hf
 from core.flags import add_training_args, configs_from_args, positive
 from core.generate import check_sampling, generate, prepare_prompt
 from core.headless import run_headless, tolerant_output
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # A flag may stand before its subcommand or after it (`minigpt-tui --preset tiny train`): the subcommands'
     # parsers leave out what they were not given (SUPPRESS), instead of overwriting what the main parser read.
-    commands = parser.add_subparsers(dest="command", metavar="{train,generate,inspect}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,generate,inspect,export,serve}")
     train = commands.add_parser(
         "train", help="train without the UI, printing the log", argument_default=argparse.SUPPRESS
     )
@@ -119,7 +121,51 @@ def build_parser() -> argparse.ArgumentParser:
         "bfloat16 reads half the bytes per token; auto = bfloat16 on a CUDA GPU that has it, else float32",
     )
     add_inspect_command(commands)
+    export = commands.add_parser(
+        "export",
+        help="write a checkpoint's model as a Hugging Face GPT-2 directory",
+        description="Write a checkpoint's model as a Hugging Face GPT-2 directory (config.json and "
+        "model.safetensors) that transformers' GPT2LMHeadModel.from_pretrained(DIR) loads, and --init DIR reads "
+        "back. Its tokenizer is GPT-2's.",
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. results/best.pt")
+    export.add_argument("--to", required=True, metavar="DIR", help="the directory to write (created if need be)")
+    export.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers' GPT-2")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export in DIR")
+    serve = commands.add_parser(
+        "serve",
+        help="the dashboard of a run directory in a browser",
+        argument_default=argparse.SUPPRESS,  # the training flags may also stand before `serve`, as for train
+        description="Serve the --attach dashboard of a run directory in a browser (needs the [web] extra): each "
+        "browser tab gets its own app, following the run's files; a page load never trains. With --train, start "
+        "the run too, headless (its log in RUN_DIR/train.log), with any training flags; stopping the server "
+        "(Ctrl+C) stops the run after its current step and saves.",
+        epilog="From another machine: ssh -L 8000:localhost:8000 THIS_BOX, then open http://localhost:8000",
+    )
+    serve.add_argument(
+        "run_dir",
+        nargs="?",
+        default=None,
+        metavar="RUN_DIR",
+        help="the run's output directory (with --train: default --out's)",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; any other is reachable by whoever can reach the port)",
+    )
+    serve.add_argument("--port", type=port_number, default=8000, help="default: %(default)s")
+    serve.add_argument(
+        "--train", action="store_true", default=False, help="start the training run too (with the training flags)"
+    )
+    add_training_args(serve)
     return parser
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return int(text)
 
 
 def training_dests() -> set[str]:
@@ -178,6 +224,72 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return 0
 
 
+def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    others = [option(name) for name in sorted(training_dests()) if getattr(args, name, None) is not None]
+    if others:
+        parser.error(f"the export command does not take {', '.join(others)} (see minigpt-tui export --help)")
+    out_dir = Path(args.to)
+    if out_dir.exists() and not out_dir.is_dir():
+        parser.error(f"--to {out_dir}: is not a directory")
+    earlier = [name for name in EXPORTED_FILES if (out_dir / name).exists()]
+    if earlier and not args.overwrite:
+        parser.error(f"--to {out_dir}: already holds {' and '.join(earlier)}; add --overwrite to replace them")
+    try:
+        model, _ = load_model(args.checkpoint, mmap=True)  # the weights only: the optimizer's state stays on disk
+        written = export_hf(model, out_dir)
+    except (CheckpointError, PretrainedError) as e:
+        print(f"minigpt-tui: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"minigpt-tui: error: cannot write to {out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"Wrote {', '.join(map(str, written))}: a Hugging Face GPT-2 of {model.num_parameters():,} parameters")
+    print(f"Load it with transformers.GPT2LMHeadModel.from_pretrained({str(out_dir)!r}), or train on with --init")
+    return 0
+
+
+def serve_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from minigpt_tui import serve
+
+    train_argv = serve_training_argv(args)
+    if args.train:
+        if args.run_dir and args.out and Path(args.run_dir) != Path(args.out):
+            parser.error(f"serve {args.run_dir} --out {args.out}: give the run directory once")
+        args.out = args.out or args.run_dir
+        train_cfg = configs_from_args(parser, args)[1]  # bad flags end here, before anything starts
+        run_dir, device = Path(train_cfg.out_dir), "cpu"  # the chat's device: the GPU is training's
+    elif train_argv:
+        parser.error(f"serve without --train only follows a run, so {train_argv[0]} does not apply; add --train")
+    elif not args.run_dir:
+        parser.error("serve: give the run directory to follow (RUN_DIR), or --train to start a run")
+    else:
+        run_dir, device = Path(args.run_dir), args.device or "cpu"
+    if run_dir.exists() and not run_dir.is_dir():
+        parser.error(f"serve {run_dir}: is not a directory (give the run's output directory, its --out)")
+    for problem in (serve.textual_serve_missing(), serve.port_in_use(args.host, args.port)):
+        if problem:
+            print(f"minigpt-tui: error: {problem}", file=sys.stderr)
+            return 1
+    if args.train:
+        training = serve.start_training([*train_argv, "--out", str(run_dir)], run_dir)
+    else:
+        training = None
+    return serve.serve(run_dir, args.host, args.port, device, training)
+
+
+def serve_training_argv(args: argparse.Namespace) -> list[str]:
+    """The training flags given to `serve`, as `minigpt-tui train` takes them (--device aside when not training)."""
+    flags = argparse.ArgumentParser(add_help=False)
+    add_training_args(flags)
+    argv: list[str] = []
+    for action in flags._actions:
+        value = getattr(args, action.dest, None)
+        if value is None or action.dest == "out" or (action.dest == "device" and not args.train):
+            continue
+        argv += [action.option_strings[0]] if action.nargs == 0 else [action.option_strings[0], str(value)]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     tolerant_output()
     parser = build_parser()
@@ -189,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "inspect":
         refuse_other_flags(parser, args, "inspect", INSPECT_FLAGS)
         return inspect_main(parser, args)
+    if args.command in ("export", "serve") and (args.attach or args.chat_checkpoint):
+        flag = "--attach" if args.attach else "--checkpoint"
+        parser.error(f"{flag} does not go with the {args.command} command")
+    if args.command == "export":
+        return export_main(parser, args)
+    if args.command == "serve":
+        return serve_main(parser, args)
     if args.attach:
         return attach_main(parser, args)
     if args.chat_checkpoint:
