@@ -62,6 +62,7 @@ class OneParameterAtATime:
 
     def __init__(self, model):
         self.params = list(model.parameters())
+        self.param_groups = [{"params": self.params, "lr": 0.0}]  # the trainer sets each step's learning rate here
         self.k = 0
 
     def zero_grad(self, set_to_none=True):

@@ -66,7 +66,8 @@ def test_after_sigkill_the_last_checkpoint_resumes_to_the_uninterrupted_result(t
     killed.kill()
     killed.wait(timeout=60)
     resumed_from = load_checkpoint(tmp_path / "run" / "last.pt")["progress"]["global_step"]
-    assert resumed_from in (9, 12)
+    # A save point: step 9's (or 12's), or an earlier one if that was still being written in the background.
+    assert resumed_from in (3, 6, 9, 12)
 
     resumed = start(tmp_path, "--resume", "run/last.pt")  # its settings come from the checkpoint
     resumed_log, err = resumed.communicate(timeout=300)

@@ -60,6 +60,7 @@ class LossChart(PlotextPlot):
         self.train_losses: list[float] = []
         self.val_losses: list[float] = []
         self.figures: dict[str, list[float | None]] = {view: [] for view in VIEWS if view != "loss"}
+        self._lowest_val: tuple[int, float] | None = None  # kept as points come: a legend per point stays O(1)
         self._stale = True
         if self.is_mounted:
             self._update_border()
@@ -80,6 +81,10 @@ class LossChart(PlotextPlot):
         self.steps.append(event.global_step)
         self.train_losses.append(event.train_loss)
         self.val_losses.append(event.val_loss)
+        if MIN_VALUE < event.val_loss < MAX_VALUE and (
+            self._lowest_val is None or event.val_loss < self._lowest_val[1]
+        ):
+            self._lowest_val = (event.global_step, event.val_loss)
         for name, values in self.figures.items():
             values.append(getattr(event, name))
         self._stale = True
@@ -107,8 +112,10 @@ class LossChart(PlotextPlot):
 
     def best_val(self) -> tuple[int, float] | None:
         """(global step, val loss) of the lowest val loss so far (a loss that blew up is no best)."""
-        finite = list(zip(*self.drawable(self.steps, self.val_losses), strict=True))
-        return min(finite, key=lambda point: point[1]) if finite else None
+        if self.log_scale and self._lowest_val is not None and self._lowest_val[1] <= 0:  # not on a log scale
+            drawn = list(zip(*self.drawable(self.steps, self.val_losses), strict=True))
+            return min(drawn, key=lambda point: point[1]) if drawn else None
+        return self._lowest_val
 
     def _update_border(self) -> None:
         # The view's name in the top border, the legend in the bottom one: plotext's own legend sits top left,

@@ -122,7 +122,7 @@ async def send(pilot, app, prompt: str) -> None:
 
 def test_the_attach_flag_opens_the_app_on_the_run_directory(tmp_path, monkeypatch):
     opened = {}
-    monkeypatch.setattr(cli, "tui_main", lambda source: opened.update(source=source) or 0)
+    monkeypatch.setattr(cli, "tui_main", lambda source, chat_dtype=None: opened.update(source=source) or 0)
     assert cli.main(["--attach", str(tmp_path / "not yet"), "--out", str(tmp_path / "plots")]) == 0
     source = opened["source"]
     assert source.follower.dir == tmp_path / "not yet"

@@ -73,7 +73,7 @@ async def test_resuming_in_the_app_shows_the_whole_run(trained_checkpoint, short
 
 def test_the_checkpoint_flag_opens_the_app_on_it(trained_checkpoint, monkeypatch):
     opened = {}
-    monkeypatch.setattr(cli, "tui_main", lambda source: opened.update(source=source) or 0)
+    monkeypatch.setattr(cli, "tui_main", lambda source, chat_dtype=None: opened.update(source=source) or 0)
     assert cli.main(["--checkpoint", str(trained_checkpoint), "--device", "cpu"]) == 0
     source = opened["source"]
     assert source.checkpoint.model.cfg == TINY16 and source.checkpoint.version.global_step == 20

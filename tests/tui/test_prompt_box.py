@@ -76,7 +76,7 @@ def test_the_app_reads_the_terminal_with_that_parser(make_app):
 async def test_a_reply_of_only_whitespace_is_visible_and_kept_as_generated(make_app, monkeypatch):
     reply_ids = encode("\n\n\n  \n")
 
-    def blank_generate(model, prompt_ids, *settings):
+    def blank_generate(model, prompt_ids, *settings, **options):
         yield from reply_ids
 
     monkeypatch.setattr(chat, "generate", blank_generate)
