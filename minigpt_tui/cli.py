@@ -225,7 +225,10 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    others = [option(name) for name in sorted(training_dests()) if getattr(args, name, None) is not None]
+    # --overwrite is export's own too (replace an earlier export), wherever it stands.
+    others = [
+        option(name) for name in sorted(training_dests() - {"overwrite"}) if getattr(args, name, None) is not None
+    ]
     if others:
         parser.error(f"the export command does not take {', '.join(others)} (see minigpt-tui export --help)")
     out_dir = Path(args.to)
