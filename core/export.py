@@ -1,4 +1,5 @@
-"""Out to the ecosystem: write a GPTModel as a Hugging Face GPT-2 directory (config.json + model.safetensors).
+"""Out to the ecosystem: write a GPTModel as a Hugging Face GPT-2 directory (config.json + model.safetensors, and
+GPT-2's tokenizer files, core/hf_tokenizer.py).
 
 The reverse of core/pretrained.py, with the same name table (`hf_name`): Hugging Face's GPT2LMHeadModel loads
 the directory with `from_pretrained(DIR)` and computes the same logits, and `--init DIR` reads it back here.
@@ -14,10 +15,11 @@ import torch
 from core.config import GPTConfig
 from core.fileio import atomic_write
 from core.generate import END_OF_TEXT_ID
+from core.hf_tokenizer import tokenizer_files
 from core.model import GPTModel
 from core.pretrained import INSTALL_EXTRA, PretrainedError, hf_name, is_conv1d
 
-EXPORTED_FILES = ("config.json", "model.safetensors")
+EXPORTED_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json")
 
 
 def hf_config(cfg: GPTConfig) -> dict:
@@ -76,9 +78,12 @@ def export_hf(model: GPTModel, out_dir: str | Path) -> list[Path]:
         raise PretrainedError(f"writing model.safetensors needs the safetensors package: {INSTALL_EXTRA}") from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights, config = out_dir / "model.safetensors", out_dir / "config.json"
+    weights = out_dir / "model.safetensors"
     with atomic_write(weights) as f:
         f.write(save(hf_state_dict(model), metadata={"format": "pt"}))  # "pt": what transformers expects
-    with atomic_write(config) as f:
-        f.write((json.dumps(hf_config(model.cfg), indent=2) + "\n").encode("utf-8"))
-    return [config, weights]
+    files = {"config.json": (json.dumps(hf_config(model.cfg), indent=2) + "\n").encode("utf-8")}
+    files.update(tokenizer_files(model.cfg.context_length))
+    for name, content in files.items():
+        with atomic_write(out_dir / name) as f:
+            f.write(content)
+    return [weights, *(out_dir / name for name in files)]

@@ -236,7 +236,7 @@ def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         parser.error(f"--to {out_dir}: is not a directory")
     earlier = [name for name in EXPORTED_FILES if (out_dir / name).exists()]
     if earlier and not args.overwrite:
-        parser.error(f"--to {out_dir}: already holds {' and '.join(earlier)}; add --overwrite to replace them")
+        parser.error(f"--to {out_dir}: already holds {', '.join(earlier)}; add --overwrite to replace them")
     try:
         model, _ = load_model(args.checkpoint, mmap=True)  # the weights only: the optimizer's state stays on disk
         written = export_hf(model, out_dir)
@@ -247,7 +247,10 @@ def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         print(f"minigpt-tui: error: cannot write to {out_dir}: {e.strerror or e}", file=sys.stderr)
         return 1
     print(f"Wrote {', '.join(map(str, written))}: a Hugging Face GPT-2 of {model.num_parameters():,} parameters")
-    print(f"Load it with transformers.GPT2LMHeadModel.from_pretrained({str(out_dir)!r}), or train on with --init")
+    print(
+        f"Load it with transformers' GPT2LMHeadModel.from_pretrained({str(out_dir)!r}) and"
+        f" AutoTokenizer.from_pretrained({str(out_dir)!r}), or train on with --init"
+    )
     return 0
 
 

@@ -6,12 +6,13 @@ from dataclasses import asdict
 import pytest
 import torch
 from test_cli import minigpt
-from transformers import GPT2LMHeadModel
+from transformers import AutoTokenizer, GPT2LMHeadModel, GPT2Tokenizer
 
 from core.checkpoint import load_model, save_checkpoint
 from core.config import preset
 from core.model import GPTModel
 from core.pretrained import load_pretrained
+from core.tokenizer import encode, token_ids_to_text
 from minigpt_tui.cli import main
 
 LAYOUTS = {
@@ -88,9 +89,24 @@ def test_an_earlier_export_is_kept_unless_overwrite(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(export)
     assert exit_.value.code == 2
-    assert "already holds config.json and model.safetensors; add --overwrite" in capsys.readouterr().err
+    assert (
+        "already holds config.json, model.safetensors, vocab.json, merges.txt, tokenizer_config.json; add --overwrite"
+        in (capsys.readouterr().err)
+    )
     assert (tmp_path / "hf" / "model.safetensors").stat().st_mtime_ns == before
     assert main([*export, "--overwrite"]) == 0
+
+
+def test_the_exported_tokenizer_encodes_as_ours(tmp_path, story):
+    random_checkpoint(LAYOUTS["tiny preset: untied head, no qkv bias"], tmp_path / "last.pt")
+    assert main(["export", str(tmp_path / "last.pt"), "--to", str(tmp_path / "hf")]) == 0
+    text = story[:3000] + " naïve café — 東京 🤖\n\n  tabs\there <|endoftext|> 12345 don't"
+    fast, slow = AutoTokenizer.from_pretrained(tmp_path / "hf"), GPT2Tokenizer.from_pretrained(tmp_path / "hf")
+    for theirs in (fast, slow):
+        ids = theirs(text)["input_ids"]
+        assert ids == encode(text)
+        assert theirs.decode(ids) == token_ids_to_text(ids) == text
+        assert theirs.eos_token_id == 50256 and theirs.model_max_length == 32
 
 
 def test_a_bad_checkpoint_is_one_line_and_writes_nothing(tmp_path, capsys):
