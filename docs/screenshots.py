@@ -1,25 +1,32 @@
 """Make the README's pictures from a short real run: the app at 100×30 while it trains (the dashboard, the chat
-answering, the help screen) as SVG, and the run's loss plot.
+answering, the help screen, the Inspect tab) as SVG, the Inspect tab also as plain text, and the run's loss plot.
 
-    python docs/screenshots.py                     # a 3-epoch tiny run on the bundled story, pictures into docs/
+    python docs/screenshots.py                     # a 12-epoch tiny run on the bundled story, into docs/
     python docs/screenshots.py --out /tmp/pictures --epochs 2 --data my.txt --context-length 16
+
+The pictures are taken from half-way through the run, once the model has learnt some words, while it still trains.
 """
 
 import argparse
 import asyncio
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from core.config import TrainConfig, preset
-from minigpt_tui.app import MiniGPTApp
-from minigpt_tui.sources import LiveRun
-from minigpt_tui.widgets import ChatPane, PromptInput
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS.parent))  # this checkout's code, whatever the current directory
+
+from core.config import TrainConfig, preset  # noqa: E402
+from minigpt_tui.app import MiniGPTApp  # noqa: E402
+from minigpt_tui.sources import LiveRun  # noqa: E402
+from minigpt_tui.widgets import ChatPane, PromptInput, SamplesLog  # noqa: E402
+from minigpt_tui.widgets.inspect_pane import InspectPane  # noqa: E402
 
 SIZE = (100, 30)
 PROMPT = "Every effort moves you"
-PICTURES = ("dashboard.svg", "chat.svg", "help.svg", "loss_plot.png")
+PICTURES = ("dashboard.svg", "chat.svg", "help.svg", "inspect-tab.svg", "inspect-tab.txt", "loss_plot.png")
 
 
 async def wait_for(pilot, condition, what: str, timeout: float = 3600.0) -> None:
@@ -31,10 +38,19 @@ async def wait_for(pilot, condition, what: str, timeout: float = 3600.0) -> None
     await pilot.pause()  # and let the screen catch up
 
 
-async def take_pictures(app: MiniGPTApp, out: Path) -> None:
+def screen_text(app: MiniGPTApp) -> str:
+    """The screen as plain text, one line per row (for the README, which shows the Inspect tab as text)."""
+    rows = app.screen._compositor.render_strips()  # Textual has no public text export of a screen
+    return "\n".join(row.text.rstrip() for row in rows) + "\n"
+
+
+async def take_pictures(app: MiniGPTApp, out: Path, samples_before: int) -> None:
     async with app.run_test(size=SIZE) as pilot:
-        # The dashboard once the chart has a few points and a sample is in, while the run still goes on.
-        await wait_for(pilot, lambda: app.query(".sample-text") or app.result, "the first sample")
+        # The dashboard once half the epochs have their sample, while the run goes on.
+        def trained_enough() -> bool:
+            return app.query_one(SamplesLog).count >= samples_before or app.result is not None
+
+        await wait_for(pilot, trained_enough, f"the sample of epoch {samples_before}")
         app.save_screenshot("dashboard.svg", out)
 
         app.action_focus_prompt()
@@ -49,14 +65,26 @@ async def take_pictures(app: MiniGPTApp, out: Path) -> None:
         app.save_screenshot("help.svg", out)
         await pilot.press("escape")
 
+        await pilot.press("x")
+        pane = app.query_one(InspectPane)
+        pane.select(layer=1, head=0)
+
+        def inspected() -> bool:
+            return pane.shown is not None and pane.shown.selection == pane.selection
+
+        await wait_for(pilot, inspected, "the Inspect tab")
+        await pilot.pause(0.2)
+        app.save_screenshot("inspect-tab.svg", out)
+        (out / "inspect-tab.txt").write_text(screen_text(app), encoding="utf-8")
+
         app.source.stop()  # the run saves its files, the loss plot among them
         await wait_for(pilot, lambda: app.result is not None, "the run to stop and save")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="default: docs/")
-    parser.add_argument("--epochs", type=int, default=3, help="of the tiny model (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=DOCS, help="default: docs/")
+    parser.add_argument("--epochs", type=int, default=12, help="of the tiny model (default: %(default)s)")
     parser.add_argument(
         "--lr", type=float, default=2e-3, help="high, so a short run learns words (default: %(default)s)"
     )
@@ -67,10 +95,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as run_dir:
         train_cfg = TrainConfig(
-            epochs=args.epochs, lr=args.lr, data=args.data, out_dir=run_dir, device="cpu", eval_freq=3
+            epochs=args.epochs, lr=args.lr, data=args.data, out_dir=run_dir, device="cpu", eval_freq=10
         )
         app = MiniGPTApp(LiveRun(preset("tiny", **overrides), train_cfg, "tiny"))
-        asyncio.run(take_pictures(app, args.out))
+        asyncio.run(take_pictures(app, args.out, samples_before=max(1, args.epochs // 2)))
         shutil.copy(Path(run_dir) / "loss_plot.png", args.out / "loss_plot.png")
     print(f"Wrote {', '.join(str(args.out / name) for name in PICTURES)}")
 
