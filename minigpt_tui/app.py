@@ -366,8 +366,9 @@ class MiniGPTApp(App[Finished | Failed | None]):
             Binding("ctrl+q", "quit", tooltip="Same as q"),
             Binding("ctrl+p", "command_palette", tooltip="Command palette: every command, and themes"),
         ]
+        offered = [b for b in self.BINDINGS if b.action not in TRAINING_ACTIONS or b.action in self.source.actions]
         sections = [
-            ("", [*self.BINDINGS, *extra]),
+            ("", [*offered, *extra]),
             ("In the prompt box", PromptInput.BINDINGS),
             ("In the Inspect tab", InspectPane.BINDINGS),
         ]

@@ -60,6 +60,14 @@ class SamplesLog(OptionList):
                 self._scroll_to_newest = True
                 self.call_after_refresh(self._show_newest)
 
+    def watch_virtual_size(self) -> None:
+        # Laid out again (shown for the first time, a scrollbar appearing, the Inspect tab moving the chart
+        # aside), the samples' heights change and the end moves: a reader following the newest sample keeps
+        # seeing it, unless it is shown whole, being read.
+        newest = len(self.samples) - 1
+        if self.samples and self.highlighted == newest and newest not in self.expanded:
+            self.call_after_refresh(self._show_newest)
+
     def _show_newest(self) -> None:
         self._scroll_to_newest = False
         self.scroll_end(animate=False, immediate=True)

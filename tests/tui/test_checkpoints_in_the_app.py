@@ -45,6 +45,11 @@ async def test_a_checkpoint_opens_for_chat_only_with_its_run_on_show(trained_che
         assert "Quit" in footer and "Pause" not in footer and "Checkpoint" not in footer  # nothing trains
         await pilot.press("p", "c")  # nothing happens
         assert app.state() == "chat only" and not list(tmp_path.iterdir())
+        await pilot.press("f1")  # and the help does not list what it cannot do
+        help_text = screen_text(app)
+        assert "Save the loss plot PNG" in help_text and "Pause or resume" not in help_text
+        assert "Save a checkpoint" not in help_text
+        await pilot.press("escape")
         await pilot.press("q")  # leaves at once: there is nothing to stop or save
         await wait_for(pilot, lambda: not app.is_running, "the app to exit")
     assert app.return_value is None
