@@ -31,7 +31,7 @@ def read_documents(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
 
 def _jsonl_documents(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
     read = 0
-    with _open(path) as f:
+    with open_corpus_file(path) as f:
         for number, line in enumerate(f, 1):
             read += len(line)
             if not line.strip():
@@ -55,7 +55,7 @@ def _parquet_documents(path: Path, text_field: str) -> Iterator[tuple[str, int]]
     except ImportError:
         raise CorpusError(f"{path}: reading .parquet files needs pyarrow: pip install 'minigpt-tui[parquet]'") from None
     try:
-        table = pq.ParquetFile(_open(path))
+        table = pq.ParquetFile(open_corpus_file(path))
     except pa.ArrowException as e:
         raise CorpusError(f"{path}: is not a Parquet file ({str(e).splitlines()[0]})") from None
     schema = table.schema_arrow
@@ -95,7 +95,8 @@ def _json_kind(value) -> str:
     return kinds.get(type(value), "a number")
 
 
-def _open(path: Path):
+def open_corpus_file(path: Path):
+    """`path` opened for reading bytes, or a CorpusError in one line naming it."""
     try:
         return open(path, "rb")
     except FileNotFoundError:

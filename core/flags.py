@@ -22,37 +22,29 @@ from core.token_cache import CACHE_DIR_ENV, default_cache_dir
 DEFAULT_PRESET = "gpt2-124m"
 
 
-def positive(kind):
+def _number(kind, *, zero_ok: bool):
+    """An argparse type: a finite `kind` (int or float) greater than 0, or from 0 on with `zero_ok`."""
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero_ok else 'greater than 0'}, got {text}")
         return value
 
     return parse
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def positive(kind):
+    return _number(kind, zero_ok=False)
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def non_negative(kind):
+    return _number(kind, zero_ok=True)
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
@@ -113,11 +105,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--warmup-steps",
-        type=non_negative_int,
+        type=non_negative(int),
         metavar="N",
         help=f"raise the learning rate linearly from 0 to --lr over the first N steps (default: {d.warmup_steps})",
     )
-    parser.add_argument("--min-lr", type=non_negative_float, metavar="LR", help="cosine's floor (default: --lr / 10)")
+    parser.add_argument("--min-lr", type=non_negative(float), metavar="LR", help="cosine's floor (default: --lr / 10)")
     parser.add_argument(
         "--grad-clip",
         type=positive(float),
@@ -134,7 +126,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"batches of train and of val text per evaluation, each as big as a step's (default: {d.eval_batches})",
     )
-    parser.add_argument("--seed", type=non_negative_int, help=f"default: {d.seed}")
+    parser.add_argument("--seed", type=non_negative(int), help=f"default: {d.seed}")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
     parser.add_argument(
         "--dtype",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.documents import CorpusError, is_record_file, read_documents
+from core.documents import CorpusError, is_record_file, open_corpus_file, read_documents
 from core.fileio import atomic_write
 from core.tokenizer import END_OF_TEXT, GPT2_RANKS_SHA256, gpt2_tokenizer
 
@@ -53,7 +53,7 @@ def cache_path(files: list[Path], root: Path, cache_dir: Path, text_field: str =
 
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with _open(path) as f:
+    with open_corpus_file(path) as f:
         while block := f.read(READ_BYTES):
             digest.update(block)
     return digest.hexdigest()
@@ -134,7 +134,7 @@ def _file_pieces(path: Path) -> Iterator[tuple[str, int, bool]]:
     piece starts the file; a CorpusError naming the file if it is binary or not UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     text, read, searched, at_start, first = "", 0, CHUNK_CHARS, True, True
-    with _open(path) as f:
+    with open_corpus_file(path) as f:
         while True:
             block = f.read(READ_BYTES)
             if b"\0" in block:
@@ -168,12 +168,3 @@ def _batches(pieces: Iterator[tuple[str, int]], size: int) -> Iterator[tuple[lis
             batch = []
     if batch:
         yield batch, done_bytes
-
-
-def _open(path: Path):
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
-    except OSError as e:
-        raise CorpusError(f"{path}: cannot be read ({e.strerror})") from None
