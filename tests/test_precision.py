@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import TINY16, of, train
 
+from core import precision
 from core.checkpoint import load_checkpoint
 from core.events import Finished, StepDone
 from core.model import GPTModel
@@ -57,10 +58,12 @@ def test_auto_precision_is_float32_on_a_cpu_and_unknown_names_are_refused():
         compute_dtype("half", torch.device("cpu"))
 
 
-def test_the_chat_dtype_is_the_one_asked_for_and_auto_is_one_of_them():
+@pytest.mark.parametrize("native", [True, False], ids=["CPU with bfloat16 instructions", "CPU without"])
+def test_the_chat_dtype_is_the_one_asked_for_and_auto_is_bfloat16_where_the_cpu_computes_in_it(native, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_bfloat16_instructions", lambda: native)
     cpu = torch.device("cpu")
     assert inference_dtype("float32", cpu) == torch.float32
     assert inference_dtype("bfloat16", cpu) == torch.bfloat16
-    assert inference_dtype("auto", cpu) == torch.float32  # bfloat16 decoding measured slower on a CPU
+    assert inference_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
     with pytest.raises(ValueError, match="unknown dtype 'float16'"):
         inference_dtype("float16", cpu)
