@@ -32,7 +32,7 @@ from common import copy_bandwidth, load_average, machine, timed, write_results
 from reference import PACKAGE, kv_cache_module, reference_model
 
 from core.checkpoint import load_model
-from core.config import PRESETS, preset
+from core.config import PRESETS, preset, preset_name
 from core.data import read_corpus
 from core.generate import generate, generate_text_simple
 from core.model import GPTModel
@@ -122,8 +122,11 @@ def measure(methods: dict, model, prompt, n_tokens: int, repeats: int) -> dict[s
 
 
 def weight_bytes(model: GPTModel) -> int:
-    """Bytes of weights that decoding one token reads (a tied head counted once)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    """Bytes of weights that decoding one token reads: every weight once, but of the embedding tables only the
+    token's row and its position's (unless the token table is also the output head, which reads it whole)."""
+    tables = {model.pos_emb.weight} | ({model.tok_emb.weight} if not model.cfg.tie_weights else set())
+    read = sum(p.numel() * p.element_size() for p in model.parameters() if p not in tables)
+    return read + sum(table.size(1) * table.element_size() for table in tables)
 
 
 def agreement(model, n_prompts: int, n_tokens: int) -> dict:
@@ -163,7 +166,7 @@ def main() -> None:
     torch.manual_seed(123)
     if args.checkpoint:
         model, _ = load_model(args.checkpoint, device)
-        cfg, args.preset = model.cfg, f"{args.preset} from {args.checkpoint}"
+        cfg, args.preset = model.cfg, preset_name(model.cfg)
     else:
         cfg = preset(args.preset)
         model = GPTModel(cfg).to(device).eval()
@@ -176,9 +179,10 @@ def main() -> None:
             print("(no reference rows: its KV cache cannot go past the context length)")
         else:
             methods |= REFERENCE_METHODS
+    weights_from = f"trained: {args.checkpoint}" if args.checkpoint else "random init"
     load = load_average()
     print(
-        f"{args.preset} ({model.num_parameters():,} parameters{'' if args.checkpoint else ', random init'}), {device}, "
+        f"{args.preset} ({model.num_parameters():,} parameters, {weights_from}), {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}\n"
         f"{prompt.size(1)}-token prompt, {args.new_tokens} new tokens (context {cfg.context_length}), "
         f"median of {args.repeats}; load average at start {load:.2f}\n"
@@ -219,7 +223,7 @@ def main() -> None:
     result = {
         "preset": args.preset,
         "parameters": model.num_parameters(),
-        "weights": "random init",
+        "weights": weights_from,
         **machine(device),
         "load_average_at_start": load,
         "load_average_at_end": load_average(),

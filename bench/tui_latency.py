@@ -2,7 +2,7 @@
 
 Runs `minigpt-tui` in a pseudo-terminal as a user would (TERM=xterm-256color, no COLORTERM), presses `l`
 (log-scale toggle) every few tenths of a second while training runs, and times each press until the
-terminal receives the redrawn chart ("log scale" / "linear scale" in its border). Then it lets the epoch
+terminal receives the redrawn chart ("· log" / "· linear" in its border). Then it lets the epoch
 finish, quits, and runs the same training headless (`minigpt-tui train`) to compare tokens/s, read from
 each run's last metrics.jsonl record (tokens seen / training time; both include the same evaluations).
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from common import load_average, write_results
 
 REPO = Path(__file__).resolve().parents[1]  # run this checkout's code, whatever the current directory
-MARKERS = {True: b"log scale", False: b"linear scale"}  # the chart's border after each press of `l`
+MARKERS = {True: "· log".encode(), False: "· linear".encode()}  # the chart's border after each `l`
 
 
 class Terminal:
