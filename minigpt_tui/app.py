@@ -37,7 +37,7 @@ from minigpt_tui import messages
 from minigpt_tui.chat import save_conversation
 from minigpt_tui.commands import TrainingCommands
 from minigpt_tui.run_files import LIVE
-from minigpt_tui.sources import TRAINING_ACTIONS, RunSource
+from minigpt_tui.sources import RunSource
 from minigpt_tui.terminal_input import keep_escapes_in_pastes
 from minigpt_tui.text import compact
 from minigpt_tui.web_driver import ServedDriver
@@ -200,7 +200,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters) -> bool | None:
-        if action in TRAINING_ACTIONS and action not in self.source.actions:
+        if not self.source.offers(action):
             return False
         if action == "pause":  # p shows "Pause" or "Resume", whichever it will do now
             return None if not self.training or self.source.control.stop_requested else not self.pause_requested
@@ -366,9 +366,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
             Binding("ctrl+q", "quit", tooltip="Same as q"),
             Binding("ctrl+p", "command_palette", tooltip="Command palette: every command, and themes"),
         ]
-        offered = [b for b in self.BINDINGS if b.action not in TRAINING_ACTIONS or b.action in self.source.actions]
         sections = [
-            ("", [*offered, *extra]),
+            ("", [*(binding for binding in self.BINDINGS if self.source.offers(binding.action)), *extra]),
             ("In the prompt box", PromptInput.BINDINGS),
             ("In the Inspect tab", InspectPane.BINDINGS),
         ]

@@ -47,6 +47,10 @@ class RunSource:
         self.ended = threading.Event()  # set once nothing is left to save: the app may leave however it must
         self.ended.set()
 
+    def offers(self, action: str) -> bool:
+        """Whether the app's `action` does anything for this source: a training action only where it trains."""
+        return action not in TRAINING_ACTIONS or action in self.actions
+
     def start(self, app) -> None:
         """Begin delivering the run's events to `app`: `workers.post` from another thread, `app.take` on this one."""
 
