@@ -5,8 +5,9 @@ from textual.content import Content
 
 from core.events import Evaluated
 from minigpt_tui import cli
-from minigpt_tui.text import printable
+from minigpt_tui.text import printable, visible
 from minigpt_tui.widgets import LossChart
+from minigpt_tui.widgets.chat_pane import tinted
 from minigpt_tui.widgets.loss_chart import downsample
 from minigpt_tui.widgets.status_bar import pack
 
@@ -74,3 +75,13 @@ def test_bad_flags_fail_before_the_app_opens(flags, message, capsys, monkeypatch
         cli.main(flags)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_tinted_reply_keeps_its_whitespace_marks_and_each_token_its_probability():
+    pieces = [(" one", 0.9), ("\n\n", 0.2), ("\n\n", 0.05), ("two", 0.6), (" \n", 0.005)]
+    reply = tinted(pieces)
+    assert reply.plain == " one⏎⏎⏎⏎\ntwo·⏎"  # as untinted (visible): no screenful of blank lines
+    assert reply.plain == visible("".join(piece for piece, _ in pieces)).plain
+    metas = [getattr(span.style, "meta", {}) for span in reply.spans]
+    probabilities = [meta["probability"] for meta in metas if "probability" in meta]
+    assert probabilities == [p for _, p in pieces]  # the mouse still finds each token, marks included
