@@ -75,7 +75,13 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("f1,question_mark", "help", "Help", tooltip="Show this list of keys"),
         Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the chart's log-scale y axis"),
         Binding("v", "next_chart_view", "View", tooltip="Chart: loss, learning rate, gradient norm, tokens/s in turn"),
-        Binding("e", "toggle_smoothing", "Smooth", show=False, tooltip="Toggle the smoothed (EMA) train loss line"),
+        Binding(
+            "e",
+            "toggle_smoothing",
+            "Smooth",
+            show=False,
+            tooltip="Chart: toggle the smoothed (EMA) train loss line (in the Inspect tab, e edits the text)",
+        ),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
         Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
         Binding(
@@ -310,6 +316,14 @@ class MiniGPTApp(App[Finished | Failed | None]):
         self.notify(event.message, title="Training failed", severity="error", timeout=30, markup=False)
 
     # Actions: keys, the command palette and the help screen all come here.
+
+    async def run_palette_command(self, action: str) -> None:
+        """A command chosen in the palette. The palette gives focus back to where it was opened from: not to the
+        Inspect tab's text box, where the next keys (t t) would type."""
+        inspect = self.query_one(InspectPane)
+        if inspect.check_action("leave_text", ()):
+            inspect.action_leave_text()
+        await self.run_action(action)
 
     def action_pause(self) -> None:
         self.source.control.pause()

@@ -86,3 +86,13 @@ async def test_a_reply_of_only_whitespace_is_visible_and_kept_as_generated(make_
         await wait_for(pilot, replied(app), "the reply")
         assert "Hello⏎⏎⏎··⏎  (whitespace only)" in screen_text(app)
         assert exchanges(app)[0].reply == "\n\n\n  \n"  # what a saved conversation holds
+
+
+async def test_esc_leaves_the_prompt_box_when_no_reply_streams_and_the_footer_says_so(make_app):
+    app = make_app(paused=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("i")
+        assert app.focused is app.query_one(PromptInput)
+        assert "esc Leave" in screen_text(app).splitlines()[-1]
+        await pilot.press("escape")
+        assert app.focused is app.query_one("#conversation")  # the app's keys apply again: t shows the next tab
