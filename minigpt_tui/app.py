@@ -16,7 +16,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.drivers.web_driver import WebDriver
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane
 
 from core.config import TrainConfig
 from core.events import (
@@ -43,6 +43,7 @@ from minigpt_tui.text import compact
 from minigpt_tui.web_driver import ServedDriver
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.inspect_pane import InspectPane
+from minigpt_tui.widgets.key_footer import KeyFooter
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import ENDED
 
@@ -80,7 +81,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
             "toggle_smoothing",
             "Smooth",
             show=False,
-            tooltip="Chart: toggle the smoothed (EMA) train loss line (in the Inspect tab, e edits the text)",
+            tooltip="Chart: toggle the smoothed (EMA) train loss (Inspect tab: edit the text)",
         ),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
         Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
@@ -120,7 +121,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
                     yield ChatPane(self.source.chat_hint(None), id="chat")
                 with TabPane("Inspect", id="inspect-tab"):
                     yield InspectPane(TrainConfig.sample_prompt, id="inspect")
-        yield Footer(compact=True)
+        yield KeyFooter(compact=True)
 
     def views(self) -> list:
         """The panels that show the run: each takes every event in `show_event`. A new view goes here."""

@@ -26,7 +26,7 @@ class PromptInput(Input):
             "escape",
             "app.stop_reply",
             "Stop reply",
-            tooltip="Stop the reply and drop the prompts waiting; with no reply coming, leave the prompt box",
+            tooltip="Stop the reply and drop the prompts waiting; with none, leave the box",
         ),
         Binding("escape", "app.leave_prompt", "Leave"),  # (when no reply streams: the app's check_action)
         Binding("up", "recall(-1)", "History", key_display="↑↓", tooltip="Recall earlier prompts"),
@@ -38,7 +38,8 @@ class PromptInput(Input):
         Binding("ctrl+o", "app.sampling", "Sampling", tooltip="Temperature, top-k, top-p, max new tokens"),
         Binding("ctrl+t", "app.toggle_tint", "Tint", tooltip="Colour the replies by each token's probability"),
         Binding("f1", "app.help", "Help", tooltip="Show every key"),
-        Binding("ctrl+p", "app.command_palette", show=False),  # (a priority key anyway) so the footer shows it
+        # (A priority key anyway.) Here so that the footer shows it as it does elsewhere: "^p palette".
+        Binding("ctrl+p", "app.command_palette", "palette", show=False),
     ]
 
     class Sent(Message):

@@ -124,6 +124,6 @@ async def test_the_help_says_what_e_does_in_each_place(make_app):
     async with app.run_test(size=(100, 50)) as pilot:
         await pilot.press("f1")
         help_text = "\n".join(str(static.render()) for static in app.screen.query(Static))
-        assert re.search(r"^e +Chart: toggle the smoothed .*\(in the Inspect tab, e edits the text\)", help_text, re.M)
+        assert re.search(r"^e +Chart: toggle the smoothed .*\(Inspect tab: edit the text\)", help_text, re.M)
         inspect_section = help_text[help_text.index("In the Inspect tab") :]
         assert re.search(r"^e +Type another text to inspect", inspect_section, re.M)
