@@ -84,7 +84,15 @@ class MiniGPTApp(App[Finished | Failed | None]):
             tooltip="Chart: toggle the smoothed (EMA) train loss (Inspect tab: edit the text)",
         ),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
-        Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
+        # A priority key: it runs as it arrives, before the keys typed after it are passed on (see action_sampling).
+        Binding(
+            "ctrl+o",
+            "sampling",
+            "Sampling",
+            show=False,
+            priority=True,
+            tooltip="Change how the chat samples its replies",
+        ),
         Binding(
             "ctrl+t", "toggle_tint", "Tint", show=False, tooltip="Colour the chat's replies by each token's probability"
         ),
@@ -217,6 +225,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
             return parameters[0] == NEXT_TAB[self.query_one("#side", TabbedContent).active]
         if action == "stop_reply":
             return self.query_one(ChatPane).busy
+        if action == "sampling":  # (a priority key: it would open the settings over themselves)
+            return not isinstance(self.screen, SamplingScreen)
         return True
 
     def give_chat_weights(self) -> None:
@@ -446,15 +456,19 @@ class MiniGPTApp(App[Finished | Failed | None]):
             else "Replies shown plain."
         )
 
-    def action_sampling(self) -> None:
+    async def action_sampling(self) -> None:
         chat = self.query_one(ChatPane)
 
         def apply(sampling) -> None:
-            if sampling is not None:
+            if sampling is None:
+                self.notify(f"Sampling unchanged: {chat.sampling}", markup=False)
+            else:
                 chat.set_sampling(sampling)
                 self.notify(f"Replies from now on: {sampling}", markup=False)
 
-        self.push_screen(SamplingScreen(chat.sampling), apply)
+        # Awaited: the keys typed right after ctrl+o wait until its first field has focus, instead of going to
+        # the prompt box behind it while it is built (on a busy machine, for a second).
+        await self.push_screen(SamplingScreen(chat.sampling), apply)
 
     def action_save_conversation(self) -> None:
         exchanges = self.query_one(ChatPane).exchanges
