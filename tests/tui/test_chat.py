@@ -5,7 +5,7 @@ import threading
 import time
 
 from textual.events import Paste
-from tui_helpers import record_notifications, screen_text, wait_for
+from tui_helpers import palette_command, record_notifications, screen_text, wait_for
 
 from core import run as core_run
 from core.generate import generate
@@ -218,9 +218,7 @@ async def test_save_the_conversation_from_the_palette(make_app, monkeypatch):
     async with app.run_test() as pilot:
         await send(pilot, "[bold]Every effort[/]")
         await wait_for(pilot, replied(app), "the reply")
-        await pilot.press("ctrl+p", *"save conv")  # ctrl+p works in the prompt box too
-        await pilot.pause(0.2)  # the palette searches in the background
-        await pilot.press("enter")
+        await palette_command(pilot, "save conv")  # ctrl+p works in the prompt box too
         await wait_for(pilot, lambda: notes, "the conversation to be saved")
         (saved,) = app.outputs.dir.glob("chat-*.txt")
         assert notes == [f"Conversation saved to {saved}"]
