@@ -108,7 +108,7 @@ async def test_chat_before_training_starts_while_paused_and_after_it_finishes(ma
     set_up = threading.Event()
     read_corpus = core_run.read_corpus
     monkeypatch.setattr(core_run, "read_corpus", lambda *args: set_up.wait(60) and read_corpus(*args))
-    app = make_app()
+    app = make_app(max_steps=3)  # (the epoch's 7 steps would answer no differently)
     async with app.run_test() as pilot:
         await send(pilot, "Every effort moves you")  # the model does not exist yet
         await wait_for(pilot, lambda: exchanges(app)[0].state == "waiting", "the prompt to wait")
@@ -131,7 +131,7 @@ async def test_chat_before_training_starts_while_paused_and_after_it_finishes(ma
         await wait_for(pilot, lambda: app.result is not None, "the run to finish")
         await send(pilot, "After training")
         await wait_for(pilot, replied(app, 3), "the reply after training")
-        assert exchanges(app)[2].weights == "end of epoch 1 (step 7)"
+        assert exchanges(app)[2].weights == "epoch 1, step 3 (step 3 overall)"
         assert exchanges(app)[2].reply != exchanges(app)[1].reply  # trained weights answer differently
 
 
