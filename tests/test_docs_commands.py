@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from core.pretrained import HUB_MODELS
+from core.config import HUB_MODELS
 from minigpt_tui.cli import build_parser
 
 ROOT = Path(__file__).parent.parent
