@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "browser tab gets its own app, following the run's files; a page load never trains. With --train, start "
         "the run too, headless (its log in RUN_DIR/train.log), with any training flags; stopping the server "
         "(Ctrl+C) stops the run after its current step and saves.",
-        epilog="From another machine: ssh -L 8000:localhost:8000 THIS_BOX, then open http://localhost:8000",
+        epilog="Only a browser with the token that serve prints in its address gets in. From another machine: "
+        "ssh -L 8000:localhost:8000 THIS_BOX, then open that address there (http://localhost:8000/?token=...).",
     )
     serve.add_argument(
         "run_dir",

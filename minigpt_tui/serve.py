@@ -114,22 +114,26 @@ def serve(
         server.serve()
     finally:
         if training is not None:
-            stop_training(training, run_dir)
+            stop_training(training, run_dir, at_once=server.hurried)
     if training is not None and training.returncode not in (0, None) and server.caught is None:
         return 1
     return 128 + server.caught if server.caught else 0
 
 
-def stop_training(training: subprocess.Popen, run_dir: Path) -> None:
-    """Stop the run after its current step and wait until it has saved; a second Ctrl+C stops waiting."""
+def stop_training(training: subprocess.Popen, run_dir: Path, at_once: bool = False) -> None:
+    """Stop the run after its current step and wait until it has saved; a second Ctrl+C (now, or `at_once`: already
+    while the server closed) stops waiting."""
     if training.poll() is not None:
         return
     print("Stopping the training run after its current step and saving...", file=sys.stderr, flush=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     training.send_signal(signal.SIGTERM)
     try:
-        training.wait()
+        if not at_once:
+            training.wait()
     except KeyboardInterrupt:
+        at_once = True
+    if at_once:
         training.send_signal(signal.SIGINT)  # a second signal: it aborts at once, keeping its last checkpoint
         training.wait()
     print(last_line(run_dir / "train.log"), file=sys.stderr, flush=True)

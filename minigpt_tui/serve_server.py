@@ -50,6 +50,12 @@ class AppProcess(AppService):
         await super().run()
         await self.remote_close()  # the app has gone (quit, or crashed): the page says so
 
+    def end_now(self) -> None:
+        """Terminate the app (SIGTERM: it leaves at once), without waiting for it to quit when asked."""
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.terminate()
+
     async def stop(self) -> None:
         """Ask the app to quit; terminate it if it does not, kill it if that does not either; wait for its end."""
         process = self._process
@@ -77,7 +83,8 @@ class DashboardServer(Server):
         self.training: subprocess.Popen | None = None
         self.caught: int | None = None  # the signal that stopped the server
         self.connections: set[asyncio.Task] = set()  # one per browser tab
-        self.sessions = 0  # app processes started and not yet ended
+        self.apps: set[AppProcess] = set()  # started and not yet ended
+        self.hurried = False  # a second signal came: stop waiting for the apps (and the run) to finish
 
     async def _make_app(self) -> web.Application:
         app = await super()._make_app()
@@ -99,6 +106,11 @@ class DashboardServer(Server):
             app["watch_training"] = asyncio.create_task(self.watch_training(self.training))
 
     def stop(self, sig: int) -> None:
+        if self.caught is not None:  # a second Ctrl+C, while the apps are asked to quit
+            self.hurried = True
+            for app in self.apps:
+                app.end_now()
+            return
         self.caught = sig
         self.request_exit()
 
@@ -113,7 +125,7 @@ class DashboardServer(Server):
         asyncio.get_running_loop().call_soon(self.request_exit)  # nothing left to serve
 
     async def handle_index(self, request):
-        if self.sessions >= self.max_sessions:
+        if len(self.apps) >= self.max_sessions:
             return web.Response(status=503, text=self.full() + "\n")
         # The page's links and websocket go where the browser reached us: through an SSH tunnel, that is
         # localhost and the tunnel's own port, whatever --host and --port are here.
@@ -129,14 +141,13 @@ class DashboardServer(Server):
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
         websocket = web.WebSocketResponse(heartbeat=15)
         await websocket.prepare(request)
-        if self.sessions >= self.max_sessions:  # no app: the page shows why, then that its session ended
+        if len(self.apps) >= self.max_sessions:  # no app: the page shows why, then that its session ended
             await websocket.send_bytes(f"\r\nminigpt-tui serve: {self.full()}.\r\n".encode())
             await websocket.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"all sessions in use")
             return websocket
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
-        self.sessions += 1
         app = AppProcess(
             self.app_argv,
             write_bytes=websocket.send_bytes,
@@ -144,6 +155,7 @@ class DashboardServer(Server):
             close=websocket.close,
             download_manager=self.download_manager,
         )
+        self.apps.add(app)
         try:
             await app.start(to_int(request.query.get("width", "80"), 80), to_int(request.query.get("height", "24"), 24))
             await self._process_messages(websocket, app)
@@ -152,13 +164,15 @@ class DashboardServer(Server):
         finally:
             await app.stop()
             await websocket.close()
-            self.sessions -= 1
+            self.apps.discard(app)
             self.connections.discard(task)
         return websocket
 
     async def on_shutdown(self, app) -> None:
         # aiohttp would wait up to a minute for open pages to go; end their connections (and so their apps, each
-        # of which is waited for: no process outlives the server) now.
+        # of which is waited for: no process outlives the server) now. An app ended before it was ready did not
+        # fail to start, as textual-serve would log.
+        logging.getLogger("textual-serve").setLevel(logging.CRITICAL)
         for task in self.connections:
             task.cancel()
         await asyncio.gather(*self.connections, return_exceptions=True)
