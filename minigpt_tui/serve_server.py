@@ -91,19 +91,26 @@ class DashboardServer(Server):
         app.middlewares.append(self.access.middleware)
         return app
 
+    def serve(self, debug: bool = False) -> None:
+        """Serve until a signal stops the server (textual-serve's `serve`, which says where before it listens)."""
+        self.initialize_logging()
+        web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False, print=self.announce)
+
     async def on_startup(self, app) -> None:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per request (nor the token)
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:  # textual-serve's own handlers do not tell which signal it was
             loop.add_signal_handler(sig, self.stop, sig)
-        where = self.access.url(self.host, self.port)
-        print(f"Serving the dashboard of {self.run_dir} on {where}", flush=True)
+        if self.training:
+            app["watch_training"] = asyncio.create_task(self.watch_training(self.training))
+
+    def announce(self, _: str) -> None:
+        """Once the server listens: where to open it, token included (the only place the token is written)."""
+        print(f"Serving the dashboard of {self.run_dir} on {self.access.url(self.host, self.port)}", flush=True)
         print(f"(one app per browser tab, {self.max_sessions} at most); Ctrl+C stops", end="")
         print(" the server and the training run, which saves first" if self.training else " the server", flush=True)
         if self.host not in LOOPBACK:
             print(f"Warning: --host {self.host}: whoever can reach this port and has the token can see the run")
-        if self.training:
-            app["watch_training"] = asyncio.create_task(self.watch_training(self.training))
 
     def stop(self, sig: int) -> None:
         if self.caught is not None:  # a second Ctrl+C, while the apps are asked to quit
