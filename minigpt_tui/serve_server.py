@@ -9,6 +9,7 @@ server dies however it dies), and one that does not quit when asked is terminate
 
 import asyncio
 import contextlib
+import json
 import logging
 import shlex
 import subprocess
@@ -31,6 +32,7 @@ class AppProcess(AppService):
     def __init__(self, argv: list[str], **kwargs) -> None:
         super().__init__(shlex.join(argv), **kwargs)
         self.argv = argv
+        self.quitting = False  # it has said it quits, or its output has ended: it holds no session any more
 
     async def _open_app_process(self, width: int = 80, height: int = 24) -> asyncio.subprocess.Process:
         self._process = process = await asyncio.create_subprocess_exec(
@@ -48,7 +50,13 @@ class AppProcess(AppService):
 
     async def run(self) -> None:
         await super().run()
-        await self.remote_close()  # the app has gone (quit, or crashed): the page says so
+        self.quitting = True
+        await self.remote_close()  # the app has gone (crashed, say): the page says so
+
+    async def on_meta(self, data: bytes) -> None:
+        if json.loads(data).get("type") == "exit":  # the app quits; then textual-serve closes the page's connection
+            self.quitting = True  # so its session is free by the time the page offers to restart
+        await super().on_meta(data)
 
     def end_now(self) -> None:
         """Terminate the app (SIGTERM: it leaves at once), without waiting for it to quit when asked."""
@@ -83,7 +91,7 @@ class DashboardServer(Server):
         self.training: subprocess.Popen | None = None
         self.caught: int | None = None  # the signal that stopped the server
         self.connections: set[asyncio.Task] = set()  # one per browser tab
-        self.apps: set[AppProcess] = set()  # started and not yet ended
+        self.apps: set[AppProcess] = set()  # one per connection, until its end has been dealt with
         self.hurried = False  # a second signal came: stop waiting for the apps (and the run) to finish
 
     async def _make_app(self) -> web.Application:
@@ -132,14 +140,18 @@ class DashboardServer(Server):
         asyncio.get_running_loop().call_soon(self.request_exit)  # nothing left to serve
 
     async def handle_index(self, request):
-        if len(self.apps) >= self.max_sessions:
-            return web.Response(status=503, text=self.full() + "\n")
+        if self.full():
+            return web.Response(status=503, text=self.why_full() + "\n")
         # The page's links and websocket go where the browser reached us: through an SSH tunnel, that is
         # localhost and the tunnel's own port, whatever --host and --port are here.
         self.public_url = f"{request.scheme}://{request.host}"
         return await super().handle_index(request)
 
-    def full(self) -> str:
+    def full(self) -> bool:
+        """Whether --max-sessions apps run (one that quits frees its session; `stop` sees that it ends)."""
+        return sum(not app.quitting for app in self.apps) >= self.max_sessions
+
+    def why_full(self) -> str:
         return (
             f"all {self.max_sessions} sessions of this dashboard are in use (--max-sessions {self.max_sessions}):"
             " close one of its tabs, then reload this page"
@@ -148,8 +160,8 @@ class DashboardServer(Server):
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
         websocket = web.WebSocketResponse(heartbeat=15)
         await websocket.prepare(request)
-        if len(self.apps) >= self.max_sessions:  # no app: the page shows why, then that its session ended
-            await websocket.send_bytes(f"\r\nminigpt-tui serve: {self.full()}.\r\n".encode())
+        if self.full():  # no app: the page shows why, then that its session ended
+            await websocket.send_bytes(f"\r\nminigpt-tui serve: {self.why_full()}.\r\n".encode())
             await websocket.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"all sessions in use")
             return websocket
         task = asyncio.current_task()

@@ -275,15 +275,18 @@ async def test_the_served_app_exits_when_its_browser_crashes_mid_load(tmp_path):
         end(server)
 
 
-async def test_sigterm_ends_a_served_app_and_its_page_is_told(tmp_path):
-    server, port = start_server(str(tmp_path / "run"), cwd=tmp_path)
+async def test_sigterm_ends_a_served_app_and_its_page_restarts_at_once(tmp_path):
+    server, port = start_server(str(tmp_path / "run"), "--max-sessions", "1", cwd=tmp_path)
     try:
         session, ws, app = await open_app(port, server, "shown")
         os.kill(app, signal.SIGTERM)
-        wait_for("the app to exit on SIGTERM", lambda: not alive(app))
         async with asyncio.timeout(WAIT_S):
-            while not ws.closed:  # the page's connection closes: its page says "Session ended"
+            while not ws.closed:  # the page's connection closes: its page says "Session ended", with Restart
                 await asyncio.sleep(0.2)
+        async with browser_session() as restart:  # Restart, at once: the ended app holds no session any more
+            async with restart.get(f"http://127.0.0.1:{port}/?token={TOKEN}") as page:
+                assert page.status == 200, await page.text()
+        wait_for("the app to exit on SIGTERM", lambda: not alive(app))
         await session.close()
     finally:
         end(server)
