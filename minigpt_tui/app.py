@@ -222,8 +222,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
             return parameters[0] == NEXT_TAB[self.query_one("#side", TabbedContent).active]
         if action == "stop_reply":
             return self.query_one(ChatPane).busy
-        if action == "sampling":  # (a priority key: it would open the settings over themselves)
-            return not isinstance(self.screen, SamplingScreen)
+        if action == "sampling":  # a priority key: from the main screen only, not over help, palette or itself
+            return len(self.screen_stack) == 1
         return True
 
     def give_chat_weights(self) -> None:
