@@ -13,6 +13,7 @@ from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig
 from core.events import EpochSampled, Evaluated, Position, RunStarted, StepDone
 from core.instruct import Template, template_of
+from core.lora import trainable_parameters
 from core.model import GPTModel
 from core.plotting import epoch_length
 
@@ -56,6 +57,7 @@ class OpenedCheckpoint:
         run = RunStarted(
             device=str(device),
             num_params=model.num_parameters(),
+            trainable_params=trainable_parameters(model),
             epochs=progress.get("epochs") or train_config.get("epochs", done_epochs),
             steps_per_epoch=steps_per_epoch,
             start_step=global_step,
