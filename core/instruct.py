@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from core.documents import CorpusError
 from core.generate import END_OF_TEXT_ID
-from core.tokenizer import ASSETS, encode
+from core.tokenizer import ASSETS, END_OF_TEXT, encode, token_pieces
 
 DEFAULT_INSTRUCTIONS = ASSETS / "instruction-data.json"  # the book's 1,100 records (see assets/NOTICE)
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: targets the loss leaves out
@@ -167,6 +167,24 @@ class InstructionDataset(Dataset):
     def longer_than(self, context_length: int) -> int:
         """How many examples do not fit the context with their <|endoftext|>: batching cuts them."""
         return sum(len(e.ids) > context_length for e in self.examples)
+
+
+def as_the_loss_sees_it(
+    record: dict, template: Template, context_length: int, mask_prompt: bool = False
+) -> list[tuple[str, str, bool]]:
+    """One example as the loss sees it: each target token's text, the template part it comes from (template,
+    instruction, input, output; "end" for the <|endoftext|>), and whether the loss trains on it (not -100)."""
+    ids = encode(template.example(record))
+    prompt_length = len(encode(template.prompt(record["instruction"], record.get("input", ""))))
+    targets = collate([Example(ids, prompt_length)], context_length, mask_prompt)[1][0].tolist()
+    pieces = token_pieces(ids) + [END_OF_TEXT]
+    part_names = [name for name, text in template.parts(record) for _ in text]  # the part of each character
+    view, offset = [], len(pieces[0])
+    for piece, target in zip(pieces[1:], targets, strict=False):  # target j is token j + 1
+        name = part_names[offset] if offset < len(part_names) else "end"
+        view.append((piece, name, target != IGNORE_INDEX))
+        offset += len(piece)
+    return view
 
 
 def collate(batch: list[Example], context_length: int, mask_prompt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

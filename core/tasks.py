@@ -22,7 +22,15 @@ from core.data import TokenWindows, fingerprint, sequential_loader
 from core.documents import CorpusError
 from core.fileio import atomic_write
 from core.generate import END_OF_TEXT_ID, generate
-from core.instruct import TEMPLATES, InstructionDataset, Template, collate, read_records, split_records
+from core.instruct import (
+    TEMPLATES,
+    InstructionDataset,
+    Template,
+    as_the_loss_sees_it,
+    collate,
+    read_records,
+    split_records,
+)
 from core.model import GPTModel
 from core.tokenizer import encode, token_ids_to_text
 
@@ -53,6 +61,11 @@ class Task(Protocol):
 
     def notices(self) -> list[str]:
         """Things about the data a person should know (one line each)."""
+        ...
+
+    def loss_example(self) -> list[tuple[str, str, bool]] | None:
+        """One training example as the loss sees it (core.instruct.as_the_loss_sees_it); None where the loss
+        trains on every token."""
         ...
 
     def finish(self, model: GPTModel, out_dir: Path, stopping: Callable[[], bool]) -> dict[str, str]:
@@ -90,6 +103,9 @@ class PretrainTask:
 
     def notices(self) -> list[str]:
         return []
+
+    def loss_example(self) -> list[tuple[str, str, bool]] | None:
+        return None
 
     def finish(self, model: GPTModel, out_dir: Path, stopping: Callable[[], bool]) -> dict[str, str]:
         return {}
@@ -173,6 +189,9 @@ class InstructTask:
             f"{cut} of {total} training and validation examples are longer than the context of "
             f"{self.context_length} tokens: they are cut to it"
         ]
+
+    def loss_example(self) -> list[tuple[str, str, bool]] | None:
+        return as_the_loss_sees_it(self.split.train[0], self.template, self.context_length, self.cfg.mask_prompt)
 
     def finish(self, model: GPTModel, out_dir: Path, stopping: Callable[[], bool]) -> dict[str, str]:
         """responses.json: the test records, each with the model's `model_response` (as the book's

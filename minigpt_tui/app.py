@@ -269,6 +269,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
             self.reported_state = "running"
         self.show_state()
         self.give_chat_weights()
+        if (example := self.source.loss_example()) is not None:
+            self.query_one(InspectPane).set_loss_example(example)
 
     def state_changed(self, event: StateChanged) -> None:
         was_live, self.reported_state = self.reported_state in LIVE, event.state

@@ -67,6 +67,10 @@ class RunSource:
         """What the chat says before the first prompt; `saved` is the run's newest checkpoint event, if any."""
         raise NotImplementedError
 
+    def loss_example(self) -> list[tuple[str, str, bool]] | None:
+        """One training example as the loss sees it, where the source knows its task's data (core/tasks.py)."""
+        return None
+
     def chat_precision(self, device) -> torch.dtype:
         """The dtype the chat's weights are kept in on `device` (see `core.precision.inference_dtype`)."""
         return inference_dtype(self.chat_dtype, torch.device(device))
@@ -105,6 +109,9 @@ class LiveRun(RunSource):
 
     def chat_hint(self, saved: CheckpointSaved | None) -> str:
         return "Press i to type a prompt: the model continues it with its latest weights, while it trains."
+
+    def loss_example(self) -> list[tuple[str, str, bool]] | None:
+        return self.run.trainer.task.loss_example() if self.run and self.run.trainer else None
 
 
 class FollowedRun(RunSource):

@@ -18,6 +18,7 @@ from core.instruct import (
     TEMPLATES,
     Example,
     InstructionDataset,
+    as_the_loss_sees_it,
     collate,
     read_records,
     split_records,
@@ -315,3 +316,18 @@ def test_a_minigpt_checkpoint_starts_a_fine_tuning_run(tmp_path, records_file):
     assert model_cfg == preset("tiny", context_length=64)
     result = TrainingRun(model_cfg, cfg, lambda event: None).run()
     assert isinstance(result, Finished), result
+
+
+@pytest.mark.parametrize("mask_prompt", [False, True])
+def test_an_example_as_the_loss_sees_it(mask_prompt):
+    view = as_the_loss_sees_it(WITH_INPUT, ALPACA, 1024, mask_prompt)
+    example = InstructionDataset([WITH_INPUT], ALPACA).examples[0]
+    targets = collate([example], 1024, mask_prompt)[1][0]
+    assert "".join(piece for piece, _, _ in view) == ALPACA.example(WITH_INPUT)[len("Below") :] + "<|endoftext|>"
+    assert [trained for _, _, trained in view] == (targets != -100).tolist()
+    named = {name: "".join(p for p, n, _ in view if n == name) for name in ("instruction", "input", "output")}
+    assert named == {"instruction": "Rewrite in passive voice.", "input": "The cat ate it.", "output": "It was eaten."}
+    assert view[-1] == ("<|endoftext|>", "end", True)
+    assert all(trained for _, name, trained in view if name in ("output", "end"))
+    prompt_trained = [trained for _, name, trained in view if name not in ("output", "end")]
+    assert all(prompt_trained) if not mask_prompt else not any(prompt_trained)
