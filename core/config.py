@@ -57,6 +57,10 @@ def preset_name(cfg: GPTConfig) -> str:
     return next((name for name, p in PRESETS.items() if replace(p, context_length=cfg.context_length) == cfg), "custom")
 
 
+TASKS = ("pretrain", "instruct")  # what a run trains the model to do (core/tasks.py)
+TEMPLATE_NAMES = ("alpaca", "phi3")  # --task instruct's prompt templates (core/instruct.py TEMPLATES)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
@@ -86,3 +90,8 @@ class TrainConfig:
     save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget
     resume: str | None = None  # checkpoint to continue from
     overwrite: bool = False  # a new run may replace the checkpoints an earlier run left in out_dir
+    task: str = "pretrain"  # or "instruct": fine-tune on instruction records (see core/tasks.py)
+    template: str = "alpaca"  # instruct's prompt template (core/instruct.py TEMPLATES)
+    mask_prompt: bool = False  # instruct: the loss ignores the prompt's tokens, learning only the responses
+    lora_rank: int | None = None  # train low-rank adapters of this rank instead of the weights (core/lora.py)
+    lora_alpha: float | None = None  # the adapters' scale is alpha / rank; None = the rank (a scale of 1)

@@ -16,6 +16,8 @@ from core.config import (
     HUB_MODELS,
     LARGE_CORPUS_BYTES,
     PRESETS,
+    TASKS,
+    TEMPLATE_NAMES,
     GPTConfig,
     TrainConfig,
     default_cache_dir,
@@ -28,6 +30,8 @@ from core.schedule import SCHEDULES
 from core.tensorboard import TensorBoardMissing, tensorboard_available
 
 DEFAULT_PRESET = "gpt2-124m"
+# --task instruct's defaults, the book's (chapter 7): AdamW lr 5e-5 (weight decay 0.1, as ever), batch 8, 2 epochs.
+INSTRUCT_DEFAULTS = {"lr": 5e-5, "batch_size": 8, "epochs": 2}
 
 
 def _number(kind, *, zero_ok: bool):
@@ -77,7 +81,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         "--init",
         metavar="WEIGHTS",
         help=f"start from pretrained weights: {', '.join(HUB_MODELS)} (downloaded once), "
-        "or a local model.safetensors or its directory",
+        "a local model.safetensors or its directory, or a minigpt-tui checkpoint (.pt)",
     )
     length = parser.add_mutually_exclusive_group()
     length.add_argument(
@@ -184,6 +188,37 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         help="write the checkpoint last.pt every this many steps (default: at evaluations, as often as keeps "
         "saving under a tenth of the run time)",
     )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        help="pretrain (default): learn to continue the text of --data; instruct: fine-tune pretrained weights "
+        "(--init) on instruction records, a .json list or .jsonl of {instruction, input, output} (default: the "
+        f"bundled book's 1,100), with the book's defaults: lr {INSTRUCT_DEFAULTS['lr']:g}, batch "
+        f"{INSTRUCT_DEFAULTS['batch_size']}, {INSTRUCT_DEFAULTS['epochs']} epochs",
+    )
+    parser.add_argument(
+        "--template",
+        choices=TEMPLATE_NAMES,
+        help="--task instruct's prompt: alpaca (the book's, default) or phi3 (<|user|> ... <|assistant|>)",
+    )
+    parser.add_argument(
+        "--mask-prompt",
+        action="store_true",
+        default=parser.argument_default,  # None (not given), as for --compile
+        help="--task instruct: the loss ignores the template and instruction tokens, learning only the responses",
+    )
+    parser.add_argument(
+        "--lora-rank",
+        type=positive(int),
+        metavar="R",
+        help="train low-rank adapters of rank R beside frozen weights (LoRA) instead of the weights themselves",
+    )
+    parser.add_argument(
+        "--lora-alpha",
+        type=positive(float),
+        metavar="A",
+        help="the LoRA adapters' scale is A / R (default: A = R)",
+    )
     parser.add_argument("--resume", metavar="CHECKPOINT", help=resume_help())
 
 
@@ -220,6 +255,11 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "save_every": args.save_every,
         "resume": args.resume,
         "overwrite": args.overwrite,
+        "task": args.task,
+        "template": args.template,
+        "mask_prompt": args.mask_prompt,
+        "lora_rank": args.lora_rank,
+        "lora_alpha": args.lora_alpha,
     }
     given = {name: value for name, value in given.items() if value is not None}
     # Each parser checks its own groups; flags given before a subcommand and after it meet only here.
@@ -228,9 +268,13 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
             parser.error(f"argument {flag(second)}: not allowed with argument {flag(first)}")
     if args.resume and args.init:
         parser.error("--init with --resume: a resumed run continues from its checkpoint's weights")
+    _check_task_flags(parser, args, given)
     if args.resume:
         model_cfg, train_cfg = _resumed_configs(parser, args, given)
     else:
+        if given.get("task") == "instruct":
+            defaults = INSTRUCT_DEFAULTS if "max_steps" not in given else {**INSTRUCT_DEFAULTS, "epochs": None}
+            given = {**{k: v for k, v in defaults.items() if v is not None}, **given}
         train_cfg = TrainConfig(**given)
     try:
         resolve_device(train_cfg.device)
@@ -244,6 +288,20 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     args.preset = args.preset or DEFAULT_PRESET
     overrides = {"context_length": args.context_length} if args.context_length else {}
     return preset(args.preset, **overrides), train_cfg
+
+
+def _check_task_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict) -> None:
+    if args.lora_alpha is not None and args.lora_rank is None:
+        parser.error("--lora-alpha scales the LoRA adapters: add --lora-rank R")
+    if given.get("task") != "instruct" and not args.resume:
+        for name in ("template", "mask_prompt"):
+            if name in given:
+                parser.error(f"{flag(name)} is for instruction fine-tuning: add --task instruct")
+    if given.get("task") == "instruct" and not args.init and not args.resume:
+        parser.error(
+            "--task instruct fine-tunes pretrained weights, not random ones: start from --init gpt2 (or "
+            "gpt2-medium, ...), a local model.safetensors, or a minigpt-tui checkpoint (--init results/best.pt)"
+        )
 
 
 def _check_schedule_and_extras(parser: argparse.ArgumentParser, cfg: TrainConfig) -> None:
@@ -262,11 +320,13 @@ def _check_schedule_and_extras(parser: argparse.ArgumentParser, cfg: TrainConfig
 
 def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context_length: int | None) -> GPTConfig:
     """The config of the --init weights (downloading them the first time), cropped to --context-length."""
-    from core.pretrained import PretrainedError, pretrained_config
+    from core.checkpoint import CheckpointError
+    from core.pretrained import PretrainedError
+    from core.starting_weights import starting_config
 
     try:
-        cfg = pretrained_config(init)
-    except PretrainedError as e:
+        cfg = starting_config(init)
+    except (PretrainedError, CheckpointError) as e:
         parser.exit(1, f"minigpt-tui: error: {e}\n")
     if not context_length or context_length == cfg.context_length:
         return cfg

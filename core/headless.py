@@ -28,7 +28,7 @@ class LogPrinter:
         if isinstance(event, RunStarted):
             self.epochs = event.epochs
             self._print(
-                f"Training {self.preset_name} ({event.num_params:,} parameters) on {_devices(event)}: "
+                f"Training {self.preset_name} ({_parameters(event)}) on {_devices(event)}: "
                 f"{_length(event)}{f', resuming after step {event.start_step}' if event.start_step else ''}"
             )
         elif isinstance(event, Evaluated):
@@ -62,6 +62,13 @@ class LogPrinter:
 
     def _print(self, line: str) -> None:
         say(line, self.out)
+
+
+def _parameters(event: RunStarted) -> str:
+    trainable = event.trainable_params
+    if trainable is None or trainable == event.num_params:
+        return f"{event.num_params:,} parameters"
+    return f"{trainable:,} of {event.num_params:,} parameters trained"
 
 
 def _devices(event: RunStarted) -> str:

@@ -31,9 +31,20 @@ MAY_CHANGE = {
 # too, and default to TrainConfig's defaults, not to the checkpoint's.
 # --overwrite is about the output directory at hand: never inherited either.
 MACHINE_SETTINGS = ("device", "dtype", "compile", "token_cache", "overwrite")
-# A resumed run must keep these: they fix the data order and the position in it, or the shape of the
-# learning-rate schedule.
-KEPT = ("batch_size", "seed", "lr_schedule", "warmup_steps", "min_lr")
+# A resumed run must keep these: they fix the data order and the position in it, the shape of the learning-rate
+# schedule, or what is trained (the task, its template and its loss, the adapters).
+KEPT = (
+    "batch_size",
+    "seed",
+    "lr_schedule",
+    "warmup_steps",
+    "min_lr",
+    "task",
+    "template",
+    "mask_prompt",
+    "lora_rank",
+    "lora_alpha",
+)
 # The model's shape: `--preset` and `--context-length`, checked against the checkpoint's GPTConfig.
 MODEL_SHAPE = ("preset", "context_length")
 

@@ -73,6 +73,9 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics, plot; exit"),
         # Textual binds ctrl+c to copy; in a training tool people press it to quit.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Same as q"),
+        Binding(
+            "ctrl+r", "toggle_raw", "Raw prompt", show=False, tooltip="Instruct models: show the prompts the model saw"
+        ),
         Binding("f1,question_mark", "help", "Help", tooltip="Show this list of keys"),
         Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the chart's log-scale y axis"),
         Binding("v", "next_chart_view", "View", tooltip="Chart: loss, learning rate, gradient norm, tokens/s in turn"),
@@ -126,7 +129,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
                 with TabPane("Samples", id="samples-tab"):
                     yield SamplesLog(id="samples")
                 with TabPane("Chat", id="chat-tab"):
-                    yield ChatPane(self.source.chat_hint(None), id="chat")
+                    yield ChatPane(self.source.chat_hint(None), self.source.template, id="chat")
                 with TabPane("Inspect", id="inspect-tab"):
                     yield InspectPane(TrainConfig.sample_prompt, id="inspect")
         yield KeyFooter(compact=True)
@@ -273,11 +276,15 @@ class MiniGPTApp(App[Finished | Failed | None]):
 
     def run_started(self, event: RunStarted) -> None:
         self.steps_per_epoch = event.steps_per_epoch
-        self.show_title(f"{compact(event.num_params)} parameters", event.device)
+        trainable = event.trainable_params
+        trained = f"{compact(trainable)} of " if trainable is not None and trainable != event.num_params else ""
+        self.show_title(f"{trained}{compact(event.num_params)} parameters", event.device)
         if self.reported_state == "starting":
             self.reported_state = "running"
         self.show_state()
         self.give_chat_weights()
+        if (example := self.source.loss_example()) is not None:
+            self.query_one(InspectPane).set_loss_example(example)
 
     def state_changed(self, event: StateChanged) -> None:
         was_live, self.reported_state = self.reported_state in LIVE, event.state
@@ -452,6 +459,10 @@ class MiniGPTApp(App[Finished | Failed | None]):
             if tint
             else "Replies shown plain."
         )
+
+    def action_toggle_raw(self) -> None:
+        raw = self.query_one(ChatPane).toggle_raw()
+        self.notify("Prompts shown as the model saw them, in its template." if raw else "Prompts shown as typed.")
 
     async def action_sampling(self) -> None:
         chat = self.query_one(ChatPane)

@@ -210,8 +210,9 @@ def refuse_other_flags(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from core.checkpoint import CheckpointError, load_model
-    from core.generate import generate, prepare_prompt
+    from core.checkpoint import CheckpointError, load_model, saved_train_config
+    from core.generate import END_OF_TEXT_ID, generate, prepare_prompt
+    from core.instruct import split_typed, template_of
     from core.precision import inference_dtype
     from core.pretrained import PretrainedError, load_pretrained
     from core.tokenizer import decode_stream, encode
@@ -220,21 +221,32 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if bool(args.chat_checkpoint) == bool(args.init):
         parser.error("the generate command needs one of --checkpoint PATH or --init WEIGHTS")
     device = device_or_error(parser, args.device or "auto")
+    template = None
     try:
-        model = load_pretrained(args.init, device=device) if args.init else load_model(args.chat_checkpoint, device)[0]
+        if args.init:
+            model = load_pretrained(args.init, device=device)
+        else:
+            model, ckpt = load_model(args.chat_checkpoint, device)
+            if (train_cfg := saved_train_config(ckpt, args.chat_checkpoint)) is not None:
+                template = template_of(train_cfg.task, train_cfg.template)  # an instruct run's model
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
     model = model.to(inference_dtype(args.chat_dtype or "float32", device))
     context_length = model.cfg.context_length
-    prompt_ids, cropped = prepare_prompt(encode(args.prompt), context_length)
+    # An instruct model is given the prompt as the instruction in its template, and shows only its response.
+    prompt = template.prompt(*split_typed(args.prompt)) if template else args.prompt
+    prompt_ids, cropped = prepare_prompt(encode(prompt), context_length)
     if cropped:
         print(
             f"minigpt-tui: note: the prompt is longer than the model's context; using its last {context_length} tokens",
             file=sys.stderr,
         )
     new_ids = generate(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
-    print(args.prompt, end="", flush=True)
+    if template:
+        new_ids = (token for token in new_ids if token != END_OF_TEXT_ID)
+    else:
+        print(args.prompt, end="", flush=True)
     try:
         for piece in decode_stream(new_ids):
             print(piece, end="", flush=True)  # each piece as soon as it is generated
@@ -248,6 +260,7 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from core.checkpoint import CheckpointError, load_model
     from core.export import EXPORTED_FILES, export_hf
+    from core.lora import merge
     from core.pretrained import PretrainedError
 
     # --overwrite is export's own too (replace an earlier export), wherever it stands.
@@ -264,6 +277,7 @@ def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         parser.error(f"--to {out_dir}: already holds {', '.join(earlier)}; add --overwrite to replace them")
     try:
         model, _ = load_model(args.checkpoint, mmap=True)  # the weights only: the optimizer's state stays on disk
+        model = merge(model)  # LoRA adapters folded into the weights (export_hf would do it too)
         written = export_hf(model, out_dir)
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)

@@ -37,6 +37,7 @@ class PromptInput(Input):
         Binding("ctrl+y", "app.copy_reply", "Copy reply", tooltip="Copy the last reply to the clipboard"),
         Binding("ctrl+o", "app.sampling", "Sampling", tooltip="Temperature, top-k, top-p, max new tokens"),
         Binding("ctrl+t", "app.toggle_tint", "Tint", tooltip="Colour the replies by each token's probability"),
+        Binding("ctrl+r", "app.toggle_raw", "Raw prompt", tooltip="Instruct models: show the prompt in its template"),
         Binding("f1", "app.help", "Help", tooltip="Show every key"),
         # (A priority key anyway.) Here so that the footer shows it as it does elsewhere: "^p palette".
         Binding("ctrl+p", "app.command_palette", "palette", show=False),
