@@ -29,7 +29,17 @@ from core.data import (
     token_dataloaders,
 )
 from core.distributed import Distributed, from_environment, process_group
-from core.events import EpochSampled, Evaluated, Failed, Finished, RunStarted, StateChanged, StepDone, Tokenizing
+from core.events import (
+    EpochSampled,
+    Evaluated,
+    Failed,
+    Finished,
+    Notice,
+    RunStarted,
+    StateChanged,
+    StepDone,
+    Tokenizing,
+)
 from core.fileio import DirectoryLocked, RunDirectoryLock, atomic_write, remove_leftover_temp_files
 from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
@@ -38,6 +48,7 @@ from core.pretrained import load_pretrained
 from core.tensorboard import TensorBoardMissing, TensorBoardWriter
 from core.token_cache import CACHE_DIR_ENV, cache_path, default_cache_dir, load_tokens, tokenize_files
 from core.trainer import Trainer, TrainingError, make_optimizer
+from core.wandb_log import WandbLogger, start_wandb
 
 
 def resolve_device(name: str) -> torch.device:
@@ -226,6 +237,7 @@ class TrainingRun:
         self.control = control or TrainingControl()
         self.outputs = RunOutputs(train_cfg.out_dir)
         self.tensorboard: TensorBoardWriter | None = None
+        self.wandb: WandbLogger | None = None
         self.trainer: Trainer | None = None
 
     def _emit(self, event) -> None:
@@ -233,6 +245,8 @@ class TrainingRun:
             self.outputs.record(event)
             if self.tensorboard:
                 self.tensorboard.record(event)
+            if self.wandb:
+                self.wandb.record(event)
             self.on_event(event)
 
     def _setup(self, device: torch.device) -> Trainer:
@@ -269,6 +283,13 @@ class TrainingRun:
                 self.tensorboard = TensorBoardWriter(
                     self.outputs.tensorboard, trainer.global_step, trainer.history, trainer.sample_events()
                 )
+            if cfg.wandb:
+                config = {"model": asdict(self.model_cfg), "train": asdict(cfg)}
+                self.wandb, problem = start_wandb(
+                    cfg.wandb, self.outputs.dir, config, trainer.history, trainer.sample_events()
+                )
+                if problem:
+                    self._emit(Notice(message=problem))
         return trainer
 
     def _data_loaders(self) -> tuple[DataLoader, DataLoader]:
@@ -348,6 +369,8 @@ class TrainingRun:
             self._emit(result)
             if self.tensorboard:
                 self.tensorboard.close()
+            if self.wandb:
+                self.wandb.close()
             return result
 
     def _train(self) -> Finished:

@@ -1,12 +1,14 @@
-"""The `minigpt-tui` command: the training app by default, and the train, generate, inspect, export and serve
-subcommands."""
+"""The `minigpt-tui` command: the training app by default, and the train, generate, inspect, export, serve, runs
+and sweep subcommands."""
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from core.checkpoint import CheckpointError, load_checkpoint, load_model
 from core.config import TrainConfig, preset_name
+from core.control import TrainingControl
 from core.distributed import from_environment
 from core.events import Failed, Finished
 from core.export import EXPORTED_FILES, export_hf
@@ -16,6 +18,8 @@ from core.headless import run_headless, tolerant_output
 from core.precision import DTYPES, inference_dtype
 from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
 from core.run import RunOutputs, resolve_device
+from core.runs import RunsTable, as_csv, as_json, ordered
+from core.sweep import Sweep, SweepError, train_sweep, train_sweep_headless
 from core.tokenizer import decode_stream, encode
 from minigpt_tui.inspect_command import add_inspect_command, inspect_main
 
@@ -71,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # A flag may stand before its subcommand or after it (`minigpt-tui --preset tiny train`): the subcommands'
     # parsers leave out what they were not given (SUPPRESS), instead of overwriting what the main parser read.
-    commands = parser.add_subparsers(dest="command", metavar="{train,generate,inspect,export,serve}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,generate,inspect,export,serve,runs,sweep}")
     train = commands.add_parser(
         "train", help="train without the UI, printing the log", argument_default=argparse.SUPPRESS
     )
@@ -159,7 +163,89 @@ def build_parser() -> argparse.ArgumentParser:
         "--train", action="store_true", default=False, help="start the training run too (with the training flags)"
     )
     add_training_args(serve)
+    runs = commands.add_parser(
+        "runs",
+        help="every run under some directories in one table, to compare",
+        description="Every run directory under DIR (subdirectories included), live and finished, in one table "
+        "refreshed while runs go on: space selects runs to overlay on one chart beside their settings' differences, "
+        "Enter opens one (live as --attach, finished as --checkpoint), q leaves. See docs/runs.md.",
+    )
+    runs.add_argument("dirs", nargs="*", metavar="DIR", help="where to look (default: results)")
+    table_format = runs.add_mutually_exclusive_group()
+    table_format.add_argument("--csv", action="store_true", help="print the table as CSV instead, for scripts")
+    table_format.add_argument("--json", action="store_true", help="print the table as JSON instead, for scripts")
+    commands.add_parser(
+        "sweep",
+        help="train a small grid of runs one after another, and compare them",
+        usage="minigpt-tui sweep [TRAINING FLAGS, some with several values] [--out DIR] [--resume]",
+        description="Train every combination of the training flags given several values (e.g. --lr 1e-4 4e-4 1e-3 "
+        "--batch-size 2 4), one run after another, each into its own subdirectory of --out (default: results), "
+        "named by its values (lr-1e-4); the runs view follows them as they go (q stops the current run after "
+        "saving, keeping the finished ones). --resume continues the sweep in --out where it stopped. Without a "
+        "terminal, or under torchrun (each run uses all processes), it prints each run's log instead.",
+    )
     return parser
+
+
+def runs_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    roots = [Path(d) for d in args.dirs] or [Path(TrainConfig.out_dir)]
+    for root in args.dirs:
+        if not Path(root).is_dir():
+            parser.error(f"runs {root}: not a directory (give directories that hold runs, e.g. results)")
+    if args.csv or args.json:
+        table = RunsTable(roots)
+        table.refresh()
+        rows = ordered(table.rows())
+        print(as_csv(rows) if args.csv else as_json(rows), end="" if args.csv else "\n")
+        return 0
+    return browse_runs(roots)
+
+
+def browse_runs(roots: list[Path], sweep_note: str = "") -> int:
+    """The runs view until it is left; a run opened from it is shown in the training app, then the view is back."""
+    from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # Textual loads only for the app
+    from minigpt_tui.runs_app import RunsApp, RunsViewState
+    from minigpt_tui.sources import FollowedRun, OpenedRun
+
+    state = RunsViewState()
+    while (opened := RunsApp(roots, state, sweep_note).run()) is not None:
+        source = None
+        if opened.checkpoint is not None:
+            try:
+                checkpoint = OpenedCheckpoint.load(opened.checkpoint, resolve_device("auto"))
+                source = OpenedRun(checkpoint, preset_name=preset_name(checkpoint.model.cfg))
+            except CheckpointError as e:  # its files still show its record
+                print(f"minigpt-tui: note: {e}; following the run's files instead", file=sys.stderr)
+        tui_main(source or FollowedRun(opened.dir))
+    return 0
+
+
+def sweep_main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    sweep_parser = parser._subparsers._group_actions[0].choices["sweep"]  # type: ignore[union-attr]
+    if {"-h", "--help"} & set(argv):
+        sweep_parser.print_help()
+        return 0
+    try:
+        sweep, resume = Sweep.from_argv(argv)
+    except SweepError as e:
+        sweep_parser.error(str(e))
+    sweep.check()  # every run's flags, before the first run starts (exit 2 here)
+    dist = from_environment()
+    if dist.is_main:
+        sweep.save()
+    if dist.enabled or not sys.stdout.isatty():
+        return train_sweep_headless(sweep, resume)
+    control = TrainingControl()
+    trainer = threading.Thread(target=train_sweep, args=(sweep, resume, control), name="sweep")
+    trainer.start()
+    try:
+        return browse_runs([sweep.out_dir], sweep_note="training the sweep: q stops its current run after saving")
+    finally:
+        if trainer.is_alive():
+            print("Stopping the sweep's current run after its step, and saving...", file=sys.stderr)
+        control.stop()
+        trainer.join()
+        print(f"Sweep in {sweep.out_dir}; to continue it: minigpt-tui sweep --resume --out {sweep.out_dir}")
 
 
 def port_number(text: str) -> int:
@@ -299,6 +385,9 @@ def serve_training_argv(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     tolerant_output()
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:  # its flags are training flags with several values, which argparse cannot take
+        return sweep_main(parser, argv[1:])
     args = parser.parse_args(argv)
     if args.command is None and from_environment().enabled:
         parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
@@ -314,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         return export_main(parser, args)
     if args.command == "serve":
         return serve_main(parser, args)
+    if args.command == "runs":
+        refuse_other_flags(parser, args, "runs", ())
+        return runs_main(parser, args)
     if args.attach:
         return attach_main(parser, args)
     if args.chat_checkpoint:
