@@ -30,7 +30,7 @@ def find_run_dirs(roots: list[Path]) -> list[Path]:
     for root in roots:
         for parent, dirs, files in os.walk(root):
             dirs[:] = [name for name in dirs if not name.startswith(".")]
-            if any(name in files for name in RUN_FILES):
+            if any(name in files or name in dirs for name in RUN_FILES):  # a damaged one too: it is listed, with why
                 found.add(Path(parent))
     return sorted(found)
 

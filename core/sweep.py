@@ -101,9 +101,12 @@ class Sweep:
             self.runs.append(SweepRun(name, self.out_dir / name, argv))
 
     @classmethod
-    def from_argv(cls, argv: list[str], default_out: str = TrainConfig.out_dir) -> tuple["Sweep", bool]:
+    def from_argv(
+        cls, argv: list[str], default_out: str = TrainConfig.out_dir, main_process: bool = True
+    ) -> tuple["Sweep", bool]:
         """The sweep the command line asks for, and whether it continues one (--resume): then its flags are
-        those DIR/sweep.json saved, and none may be given again."""
+        those DIR/sweep.json saved, and none may be given again. Only the `main_process` refuses a new sweep
+        where one is: under torchrun the others may start after it has written sweep.json."""
         out, resume, flags = split_flags(argv)
         out_dir = Path(out or default_out)
         saved = read_json(out_dir / SWEEP_FILE)
@@ -113,7 +116,7 @@ class Sweep:
             if flags:
                 raise SweepError(f"--resume continues the sweep in {out_dir} with its own flags; give only --out")
             return cls(out_dir, [(flag, list(values)) for flag, values in saved["flags"]]), True
-        if saved is not None and ("--overwrite", []) not in flags:
+        if main_process and saved is not None and ("--overwrite", []) not in flags:
             raise SweepError(
                 f"{out_dir} holds a sweep already: continue it with --resume, start it over with --overwrite, "
                 "or choose another --out"

@@ -225,12 +225,12 @@ def sweep_main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
         sweep_parser.print_help()
         return 0
+    dist = from_environment()
     try:
-        sweep, resume = Sweep.from_argv(argv)
+        sweep, resume = Sweep.from_argv(argv, main_process=dist.is_main)
     except SweepError as e:
         sweep_parser.error(str(e))
     sweep.check()  # every run's flags, before the first run starts (exit 2 here)
-    dist = from_environment()
     if dist.is_main:
         sweep.save()
     if dist.enabled or not sys.stdout.isatty():

@@ -103,11 +103,9 @@ class RunsApp(App[OpenRun | None]):
         rows = self.rows()
         table = self.query_one(RunsTableView)
         table.show(rows, self.state.colors, self.state.sort_column, self.state.descending)
-        shown = len(rows) < len(self.table.records)
-        count = f"{len(rows)} of {len(self.table.records)}" if shown else str(len(rows))
-        table.border_subtitle = f"{count} run{'s' * (len(rows) != 1)}" + (
-            f" · {self.sweep_note}" if self.sweep_note else ""
-        )
+        total = len(self.table.records)
+        count = f"{len(rows)} of {total} runs shown" if len(rows) < total else f"{total} run{'s' * (total != 1)}"
+        table.border_subtitle = count + (f" · {self.sweep_note}" if self.sweep_note else "")
         selected = [self.table.records[Path(run_dir)] for run_dir in self.state.colors]
         series = [
             Series(record.name, self.state.colors[str(record.dir)], tuple(record.evaluations)) for record in selected
@@ -143,6 +141,10 @@ class RunsApp(App[OpenRun | None]):
         checkpoint = record.follower.outputs.checkpoint
         live = record.follower.state in LIVE
         self.exit(OpenRun(record.dir, None if live or not checkpoint.exists() else checkpoint))
+
+    @on(DataTable.RowSelected, "#runs")
+    def row_chosen(self) -> None:  # Enter (or a click on the row under the cursor) in the table
+        self.action_open()
 
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()

@@ -114,7 +114,9 @@ class OverlayChart(PlotextPlot):
         for s in self.series:
             xs = self.x_values(s.evaluations)
             names = (
-                (("train_loss", TRAIN_MARKER), ("val_loss", "braille")) if self.view == "loss" else ((self.view, "braille"),)
+                (("train_loss", TRAIN_MARKER), ("val_loss", "braille"))
+                if self.view == "loss"
+                else ((self.view, "braille"),)
             )
             for name, marker in names:
                 points = drawable(xs, [getattr(e, name) for e in s.evaluations], self.log_scale)
