@@ -202,12 +202,13 @@ def runs_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def browse_runs(roots: list[Path], sweep_note: str = "") -> int:
-    """The runs view until it is left; a run opened from it is shown in the training app, then the view is back."""
+    """The runs view until it is left; a run opened from it is shown in the training app, then the view is back.
+    A sweep's view (`sweep_note`: what q does to it) puts each of its runs on the chart as it starts."""
     from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # Textual loads only for the app
     from minigpt_tui.runs_app import RunsApp, RunsViewState
     from minigpt_tui.sources import FollowedRun, OpenedRun
 
-    state = RunsViewState()
+    state = RunsViewState(select_new=bool(sweep_note))
     while (opened := RunsApp(roots, state, sweep_note).run()) is not None:
         source = None
         if opened.checkpoint is not None:

@@ -36,6 +36,8 @@ class RunsViewState:
     only_different: bool = True
     view: str = "loss"
     x_axis: str = "step"
+    select_new: bool = False  # put each run on the chart as it appears (a sweep's view)
+    seen: set[str] = field(default_factory=set)  # the run directories shown so far
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ class RunsApp(App[OpenRun | None]):
 
     def refresh_runs(self, force: bool = False) -> None:
         if self.table.refresh() or force:
+            for run_dir in map(str, self.table.records):
+                if run_dir not in self.state.seen and self.state.select_new:
+                    self.select(run_dir)
+                self.state.seen.add(run_dir)
             self.redraw()
 
     def rows(self):
@@ -124,13 +130,17 @@ class RunsApp(App[OpenRun | None]):
         run_dir = self.query_one(RunsTableView).current_dir()
         if run_dir is None:
             return
-        colors = self.state.colors
-        if run_dir in colors:
-            del colors[run_dir]
+        if run_dir in self.state.colors:
+            del self.state.colors[run_dir]
         else:
-            free = [color for color in PALETTE if color not in colors.values()]
-            colors[run_dir] = free[0] if free else PALETTE[len(colors) % len(PALETTE)]
+            self.select(run_dir)
         self.redraw()
+
+    def select(self, run_dir: str) -> None:
+        """Put the run on the chart in the first colour no selected run has."""
+        colors = self.state.colors
+        free = [color for color in PALETTE if color not in colors.values()]
+        colors[run_dir] = free[0] if free else PALETTE[len(colors) % len(PALETTE)]
 
     def action_open(self) -> None:
         run_dir = self.query_one(RunsTableView).current_dir()

@@ -130,13 +130,15 @@ def test_the_cli_opens_the_run_and_comes_back_to_the_runs_view(tmp_path, monkeyp
     assert isinstance(source, FollowedRun) and source.follower.dir == tmp_path / "done"
 
 
-async def test_the_table_refreshes_while_runs_go_on(tmp_path):
+async def test_the_table_refreshes_while_runs_go_on_and_a_sweeps_view_charts_each_run_as_it_starts(tmp_path):
     make_run(tmp_path / "first")
-    app = RunsApp([tmp_path])
+    app = RunsApp([tmp_path], RunsViewState(select_new=True))
     async with app.run_test(size=(100, 30)) as pilot:
         make_run(tmp_path / "second", state="running", started=1_790_000_000)
-        await wait_for(pilot, lambda: app.query_one(RunsTable).row_count == 2, "the new run in the table")
-        assert "running (pid" in screen_text(app)
+        # The files are written one after another: the row may show the run "waiting" for a moment first.
+        await wait_for(pilot, lambda: "running (pid" in screen_text(app), "the new run in the table")
+        assert app.query_one(RunsTable).row_count == 2
+        assert [s.name for s in app.query_one(OverlayChart).series] == ["first", "second"]
 
 
 def test_the_runs_view_at_80_by_24(snap_compare, three_runs):
