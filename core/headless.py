@@ -13,7 +13,6 @@ import time
 from core.control import TrainingControl
 from core.events import EpochSampled, Evaluated, Failed, HealthNotice, Notice, RunStarted, Tokenizing
 from core.resume import plural
-from core.run import TrainingRun
 
 
 class LogPrinter:
@@ -124,6 +123,8 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
     Under torchrun every process gets the signal (torchrun passes it on); they stop at the same step, and only
     the first one (rank 0) prints, except errors, which each process reports.
     """
+    from core.run import TrainingRun  # torch: not for the command line's --help, which calls tolerant_output
+
     tolerant_output()
     control = TrainingControl()
     caught = []
