@@ -20,20 +20,30 @@ class RunsTable(DataTable):
             self.add_column(heading, key=key)
 
     def show(self, rows: list[RunRow], colors: dict[str, str], sort_column: str, descending: bool) -> None:
-        """Redraw with these rows; `colors`: run directory -> chart colour of each selected run."""
-        current = self.current_dir()
-        self.clear()
+        """Show these rows; `colors`: run directory -> chart colour of each selected run. The same runs in the same
+        order have their cells updated in place (the cursor stays put, however fast keys come); others are
+        rebuilt, the cursor kept on its run."""
         for key, heading in COLUMNS.items():
             arrow = (" ▼" if descending else " ▲") if key == sort_column else ""
             self.columns[key].label = Text(heading + arrow)  # type: ignore[index]
-        for row in rows:
-            cells = row.cells()
-            mark = Text("●", style=colors[row.dir]) if row.dir in colors else Text(" ")
-            state = Text(cells["state"], style=STATE_STYLES.get(row.state, ""))
-            values = [Text(cells[key]) if key != "state" else state for key in COLUMNS]
-            self.add_row(mark, *values, key=row.dir)
-        if current is not None and current in {row.dir for row in rows}:
+        cells = {row.dir: self.row_cells(row, colors) for row in rows}
+        if [key.value for key in self.rows] == list(cells):
+            for run_dir, values in cells.items():
+                for column, value in zip(("mark", *COLUMNS), values, strict=True):
+                    self.update_cell(run_dir, column, value)
+            return
+        current = self.current_dir()
+        self.clear()
+        for run_dir, values in cells.items():
+            self.add_row(*values, key=run_dir)
+        if current in cells:
             self.move_cursor(row=self.get_row_index(current))
+
+    def row_cells(self, row: RunRow, colors: dict[str, str]) -> list[Text]:
+        text = row.cells()
+        mark = Text("●", style=colors[row.dir]) if row.dir in colors else Text(" ")
+        state = Text(text["state"], style=STATE_STYLES.get(row.state, ""))
+        return [mark, *(state if key == "state" else Text(text[key]) for key in COLUMNS)]
 
     def current_dir(self) -> str | None:
         """The run directory of the row under the cursor."""
