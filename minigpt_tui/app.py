@@ -157,21 +157,18 @@ class MiniGPTApp(App[Finished | Failed | None]):
 
     def quit_on_signals(self) -> None:
         """A kill (SIGTERM) quits as `q` does, in every mode; so does a closed terminal (SIGHUP: a dropped SSH
-        connection), see `hang_up`."""
+        connection, or the server of a served app gone), see `leave`."""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, AttributeError):  # Windows has neither signal handlers nor SIGHUP
-            loop.add_signal_handler(signal.SIGTERM, self.quit_on, signal.SIGTERM)
-            loop.add_signal_handler(signal.SIGHUP, self.hang_up)
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(signum, self.leave, signum)
 
-    def quit_on(self, signum: int) -> None:
+    def leave(self, signum: int) -> None:
+        """Quit as `q` does, which restores the terminal if it is still there. Textual's shutdown may block writing
+        to a terminal (or a server) that is gone, so once the source has saved what it must (a run training here:
+        its checkpoint and files), the process leaves regardless, soon: such a signal always ends the app."""
         self.exit_status = 128 + signum
         self.call_later(self.action_quit)
-
-    def hang_up(self) -> None:
-        """The terminal has gone, or is going: quit as for SIGTERM, which restores the terminal if it is still
-        there. Textual's shutdown may block writing to a terminal that is gone, so once the source has saved
-        what it must (a run training here: its checkpoint and files), the process leaves regardless, soon."""
-        self.quit_on(signal.SIGHUP)
 
         def leave_once_saved() -> None:
             self.source.ended.wait()
@@ -226,8 +223,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
             return parameters[0] == NEXT_TAB[self.query_one("#side", TabbedContent).active]
         if action == "stop_reply":
             return self.query_one(ChatPane).busy
-        if action == "sampling":  # (a priority key: it would open the settings over themselves)
-            return not isinstance(self.screen, SamplingScreen)
+        if action == "sampling":  # a priority key: from the main screen only, not over help, palette or itself
+            return len(self.screen_stack) == 1
         return True
 
     def give_chat_weights(self) -> None:

@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         "browser tab gets its own app, following the run's files; a page load never trains. With --train, start "
         "the run too, headless (its log in RUN_DIR/train.log), with any training flags; stopping the server "
         "(Ctrl+C) stops the run after its current step and saves.",
-        epilog="From another machine: ssh -L 8000:localhost:8000 THIS_BOX, then open http://localhost:8000",
+        epilog="Only a browser with the token that serve prints in its address gets in. From another machine: "
+        "ssh -L 8000:localhost:8000 THIS_BOX, then open that address there (http://localhost:8000/?token=...).",
     )
     serve.add_argument(
         "run_dir",
@@ -151,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on (default: %(default)s; any other is reachable by whoever can reach the port)",
     )
     serve.add_argument("--port", type=port_number, default=8000, help="default: %(default)s")
+    serve.add_argument(
+        "--token",
+        type=token_text,
+        default=None,
+        help="the secret a browser needs, in the URL printed (default: a new random one each start)",
+    )
+    serve.add_argument(
+        "--max-sessions",
+        type=positive(int),
+        default=3,
+        metavar="N",
+        help="app processes at a time, one per browser tab (default: %(default)s; each holds the model)",
+    )
     serve.add_argument(
         "--train", action="store_true", default=False, help="start the training run too (with the training flags)"
     )
@@ -254,6 +268,12 @@ def port_number(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
     return int(text)
+
+
+def token_text(text: str) -> str:
+    if not text or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError("expected a token of printable characters, without spaces")
+    return text
 
 
 def training_dests() -> set[str]:
@@ -378,7 +398,7 @@ def serve_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         training = serve.start_training([*train_argv, "--out", str(run_dir)], run_dir)
     else:
         training = None
-    return serve.serve(run_dir, args.host, args.port, device, training)
+    return serve.serve(run_dir, args.host, args.port, device, training, args.token, args.max_sessions)
 
 
 def serve_training_argv(args: argparse.Namespace) -> list[str]:

@@ -18,18 +18,20 @@ def key_width(key: FooterKey) -> int:
 
 
 class KeyFooter(Footer):
+    """(The app's bindings have no groups: Textual's footer yields one FooterKey for each.)"""
+
     def compose(self):
-        widgets = list(super().compose())
-        palette = [widget for widget in widgets if widget.has_class("-command-palette")]
+        keys = list(super().compose())
+        palette = [key for key in keys if key.has_class("-command-palette")]
         room = self.size.width - sum(PALETTE_BORDER + key_width(key) for key in palette)
         shown = []
-        for widget in widgets:
-            if widget in palette:
+        for key in keys:
+            if key in palette:
                 continue
-            room -= key_width(widget) + GAP if isinstance(widget, FooterKey) else widget.size.width
+            room -= key_width(key) + GAP
             if room < 0:
                 break
-            shown.append(widget)
+            shown.append(key)
         yield from shown + palette
 
     def on_resize(self) -> None:

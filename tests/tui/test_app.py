@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Footer, ProgressBar
 from textual.widgets._footer import FooterKey
-from tui_helpers import record_notifications, screen_text, wait_for
+from tui_helpers import palette_command, record_notifications, screen_text, wait_for
 
 import core.data
 from core import events
@@ -80,9 +80,7 @@ async def test_the_command_palette_saves_the_loss_plot(make_app):
         app.post_message(messages.RunEvent(AN_EVALUATION))
         await wait_for(pilot, lambda: app.history, "the evaluation")
         notes = record_notifications(app)
-        await pilot.press("ctrl+p", *"loss plot")
-        await pilot.pause(0.2)  # the palette searches in the background
-        await pilot.press("enter")
+        await palette_command(pilot, "loss plot")
         await wait_for(pilot, lambda: notes, "the plot to be saved")
         plot = app.outputs.dir / "loss_plot.png"
         assert notes == [f"Loss plot saved to {plot}"]

@@ -1,6 +1,7 @@
 """The panels' own logic: thinning long loss histories, showing model output safely, and bad flags."""
 
 import pytest
+from helpers import ManualClock
 from textual.app import App
 from textual.content import Content
 
@@ -88,23 +89,13 @@ def test_a_tinted_reply_keeps_its_whitespace_marks_and_each_token_its_probabilit
     assert probabilities == [p for _, p in pieces]  # the mouse still finds each token, marks included
 
 
-class StoppedClock:
-    """time.monotonic that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 class StatusOnly(App):
     def compose(self):
         yield StatusBar()
 
 
 async def test_the_elapsed_clock_stops_while_paused_and_goes_on_from_the_same_value(monkeypatch):
-    clock = StoppedClock()
+    clock = ManualClock()
     monkeypatch.setattr(status_bar, "time", clock)
     app = StatusOnly()
     async with app.run_test():
