@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     table_format = runs.add_mutually_exclusive_group()
     table_format.add_argument("--csv", action="store_true", help="print the table as CSV instead, for scripts")
     table_format.add_argument("--json", action="store_true", help="print the table as JSON instead, for scripts")
-    commands.add_parser(
+    sweep = commands.add_parser(
         "sweep",
         help="train a small grid of runs one after another, and compare them",
         usage="minigpt-tui sweep [TRAINING FLAGS, some with several values] [--out DIR] [--resume]",
@@ -189,8 +189,26 @@ def build_parser() -> argparse.ArgumentParser:
         "named by its values (lr-1e-4); the runs view follows them as they go (q stops the current run after "
         "saving, keeping the finished ones). --resume continues the sweep in --out where it stopped. Without a "
         "terminal, or under torchrun (each run uses all processes), it prints each run's log instead.",
+        argument_default=argparse.SUPPRESS,
     )
+    add_sweep_flags(sweep)
     return parser
+
+
+def add_sweep_flags(sweep: argparse.ArgumentParser) -> None:
+    """The training flags as the sweep takes them, each with one value or several, for its --help (core/sweep.py
+    reads the command line itself: argparse keeps no order of flags with several values)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_training_args(probe)
+    for action in probe._actions:
+        if action.dest == "resume":
+            sweep.add_argument("--resume", nargs="?", help="continue the sweep in --out where it stopped")
+        elif action.dest == "out":
+            sweep.add_argument("--out", metavar="DIR", help="the sweep's directory; each run in a subdirectory")
+        elif action.nargs == 0:
+            sweep.add_argument(*action.option_strings, action="store_true", help=action.help)
+        else:
+            sweep.add_argument(*action.option_strings, nargs="+", metavar="VALUE", help=action.help)
 
 
 def runs_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -234,9 +252,7 @@ def browse_runs(roots: list[Path], sweep_note: str = "") -> int:
 
 def sweep_main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     sweep_parser = parser._subparsers._group_actions[0].choices["sweep"]  # type: ignore[union-attr]
-    if {"-h", "--help"} & set(argv):
-        sweep_parser.print_help()
-        return 0
+    sweep_parser.parse_args(argv)  # --help, and flags that are not training flags (exit 2)
     from core.control import TrainingControl
     from core.distributed import from_environment
     from core.sweep import Sweep, SweepError, train_sweep, train_sweep_headless
