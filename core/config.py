@@ -85,6 +85,7 @@ class TrainConfig:
     init: str | None = None  # pretrained weights to start from (a GPT-2 size or a model.safetensors); None = random
     out_dir: str = "results"
     tensorboard: bool = False  # also write TensorBoard event files to out_dir/tensorboard
+    wandb: str | None = None  # also log to this Weights & Biases project (core/wandb_log.py)
     sample_prompt: str = "Every effort moves you"
     sample_tokens: int = 50
     save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget

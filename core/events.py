@@ -138,6 +138,13 @@ class HealthNotice:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Notice:
+    """Something the run says in passing, e.g. that W&B logging could not start; training goes on."""
+
+    message: str  # one line
+
+
+@dataclass(frozen=True, kw_only=True)
 class EpochSampled:
     epoch: int  # the epoch just ended, 1-based as in Position
     global_step: int

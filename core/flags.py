@@ -166,6 +166,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         help="also write TensorBoard event files to OUT/tensorboard (needs: pip install 'minigpt-tui[tensorboard]')",
     )
     parser.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="also log the run to this Weights & Biases project (needs: pip install 'minigpt-tui[wandb]'; "
+        "WANDB_MODE=offline keeps it in OUT/wandb); if W&B cannot start, training goes on without it",
+    )
+    parser.add_argument(
         "--sample-prompt",
         metavar="TEXT",
         help=f"the prompt of the sample after each epoch (default: {d.sample_prompt!r})",
@@ -249,6 +255,7 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "init": args.init,
         "out_dir": args.out,
         "tensorboard": args.tensorboard,
+        "wandb": args.wandb,
         "sample_prompt": args.sample_prompt,
         "sample_tokens": args.sample_tokens,
         "token_cache": args.token_cache,

@@ -11,7 +11,7 @@ import sys
 import time
 
 from core.control import TrainingControl
-from core.events import EpochSampled, Evaluated, Failed, HealthNotice, RunStarted, Tokenizing
+from core.events import EpochSampled, Evaluated, Failed, HealthNotice, Notice, RunStarted, Tokenizing
 from core.resume import plural
 
 
@@ -40,6 +40,8 @@ class LogPrinter:
             self._print(event.text.replace("\n", " "))
         elif isinstance(event, HealthNotice):
             self._print(f"Warning: {event.message}")
+        elif isinstance(event, Notice):
+            say(f"minigpt-tui: note: {event.message}", self.progress)
         elif isinstance(event, Tokenizing):
             self._show_tokenizing(event)
 

@@ -24,6 +24,7 @@ MAY_CHANGE = {
     "grad_accum": "as long as the micro-batches per step stay the same",
     "out_dir": "",
     "tensorboard": "",
+    "wandb": "",
     "sample_prompt": "",
     "sample_tokens": "",
 }

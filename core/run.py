@@ -35,6 +35,7 @@ from core.events import (
     Failed,
     Finished,
     HealthNotice,
+    Notice,
     RunStarted,
     StateChanged,
     StepDone,
@@ -50,6 +51,7 @@ from core.tasks import RESPONSES, make_task
 from core.tensorboard import TensorBoardMissing, TensorBoardWriter
 from core.token_cache import cache_path, load_tokens, tokenize_files
 from core.trainer import Trainer, TrainingError, make_optimizer
+from core.wandb_log import WandbLogger, start_wandb
 
 
 def resolve_device(name: str) -> torch.device:
@@ -241,6 +243,7 @@ class TrainingRun:
         self.control = control or TrainingControl()
         self.outputs = RunOutputs(train_cfg.out_dir)
         self.tensorboard: TensorBoardWriter | None = None
+        self.wandb: WandbLogger | None = None
         self.trainer: Trainer | None = None
 
     def _emit(self, event) -> None:
@@ -248,6 +251,8 @@ class TrainingRun:
             self.outputs.record(event)
             if self.tensorboard:
                 self.tensorboard.record(event)
+            if self.wandb:
+                self.wandb.record(event)
             self.on_event(event)
 
     def _setup(self, device: torch.device) -> Trainer:
@@ -287,6 +292,13 @@ class TrainingRun:
                 self.tensorboard = TensorBoardWriter(
                     self.outputs.tensorboard, trainer.global_step, trainer.history, trainer.sample_events()
                 )
+            if cfg.wandb:
+                config = {"model": asdict(self.model_cfg), "train": asdict(cfg)}
+                self.wandb, problem = start_wandb(
+                    cfg.wandb, self.outputs.dir, config, trainer.history, trainer.sample_events()
+                )
+                if problem:
+                    self._emit(Notice(message=problem))
         for notice in task.notices():
             self._emit(HealthNotice(kind="data", global_step=trainer.global_step, message=notice))
         return trainer
@@ -368,6 +380,8 @@ class TrainingRun:
             self._emit(result)
             if self.tensorboard:
                 self.tensorboard.close()
+            if self.wandb:
+                self.wandb.close()
             return result
 
     def _train(self) -> Finished:

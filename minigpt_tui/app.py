@@ -26,6 +26,7 @@ from core.events import (
     Failed,
     Finished,
     HealthNotice,
+    Notice,
     Restarted,
     RunStarted,
     StateChanged,
@@ -33,10 +34,10 @@ from core.events import (
 )
 from core.plotting import save_loss_plot
 from core.run import RunOutputs
+from core.run_files import LIVE
 from minigpt_tui import messages
 from minigpt_tui.chat import save_conversation
 from minigpt_tui.commands import TrainingCommands
-from minigpt_tui.run_files import LIVE
 from minigpt_tui.sources import RunSource
 from minigpt_tui.terminal_input import keep_escapes_in_pastes
 from minigpt_tui.text import compact
@@ -271,6 +272,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
                 self.forget_run()
             case Unreadable():
                 self.notify(event.message, severity="error", timeout=15, markup=False)
+            case Notice():
+                self.notify(event.message, severity="warning", timeout=15, markup=False)
             case HealthNotice():
                 self.notify(event.message, title="Is the run healthy?", severity="warning", timeout=20, markup=False)
 

@@ -1,5 +1,5 @@
-"""The `minigpt-tui` command: the training app by default, and the train, generate, inspect, export and serve
-subcommands.
+"""The `minigpt-tui` command: the training app by default, and the train, generate, inspect, export, serve, runs
+and sweep subcommands.
 
 The arguments are parsed before torch or Textual loads (a few seconds on a busy machine): `--help` and bad flags
 answer at once, and each command imports what it runs.
@@ -7,6 +7,7 @@ answer at once, and each command imports what it runs.
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from core.config import DTYPE_NAMES, HUB_MODELS, TrainConfig
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # A flag may stand before its subcommand or after it (`minigpt-tui --preset tiny train`): the subcommands'
     # parsers leave out what they were not given (SUPPRESS), instead of overwriting what the main parser read.
-    commands = parser.add_subparsers(dest="command", metavar="{train,generate,inspect,export,serve}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,generate,inspect,export,serve,runs,sweep}")
     train = commands.add_parser(
         "train", help="train without the UI, printing the log", argument_default=argparse.SUPPRESS
     )
@@ -168,7 +169,115 @@ def build_parser() -> argparse.ArgumentParser:
         "--train", action="store_true", default=False, help="start the training run too (with the training flags)"
     )
     add_training_args(serve)
+    runs = commands.add_parser(
+        "runs",
+        help="every run under some directories in one table, to compare",
+        description="Every run directory under DIR (subdirectories included), live and finished, in one table "
+        "refreshed while runs go on: space selects runs to overlay on one chart beside their settings' differences, "
+        "Enter opens one (live as --attach, finished as --checkpoint), q leaves. See docs/runs.md.",
+    )
+    runs.add_argument("dirs", nargs="*", metavar="DIR", help="where to look (default: results)")
+    table_format = runs.add_mutually_exclusive_group()
+    table_format.add_argument("--csv", action="store_true", help="print the table as CSV instead, for scripts")
+    table_format.add_argument("--json", action="store_true", help="print the table as JSON instead, for scripts")
+    sweep = commands.add_parser(
+        "sweep",
+        help="train a small grid of runs one after another, and compare them",
+        usage="minigpt-tui sweep [TRAINING FLAGS, some with several values] [--out DIR] [--resume]",
+        description="Train every combination of the training flags given several values (e.g. --lr 1e-4 4e-4 1e-3 "
+        "--batch-size 2 4), one run after another, each into its own subdirectory of --out (default: results), "
+        "named by its values (lr-1e-4); the runs view follows them as they go (q stops the current run after "
+        "saving, keeping the finished ones). --resume continues the sweep in --out where it stopped. Without a "
+        "terminal, or under torchrun (each run uses all processes), it prints each run's log instead.",
+        argument_default=argparse.SUPPRESS,
+    )
+    add_sweep_flags(sweep)
     return parser
+
+
+def add_sweep_flags(sweep: argparse.ArgumentParser) -> None:
+    """The training flags as the sweep takes them, each with one value or several, for its --help (core/sweep.py
+    reads the command line itself: argparse keeps no order of flags with several values)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_training_args(probe)
+    for action in probe._actions:
+        if action.dest == "resume":
+            sweep.add_argument("--resume", nargs="?", help="continue the sweep in --out where it stopped")
+        elif action.dest == "out":
+            sweep.add_argument("--out", metavar="DIR", help="the sweep's directory; each run in a subdirectory")
+        elif action.nargs == 0:
+            sweep.add_argument(*action.option_strings, action="store_true", help=action.help)
+        else:
+            sweep.add_argument(*action.option_strings, nargs="+", metavar="VALUE", help=action.help)
+
+
+def runs_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    roots = [Path(d) for d in args.dirs] or [Path(TrainConfig.out_dir)]
+    for root in args.dirs:
+        if not Path(root).is_dir():
+            parser.error(f"runs {root}: not a directory (give directories that hold runs, e.g. results)")
+    if args.csv or args.json:
+        from core.runs import RunsTable, as_csv, as_json, ordered
+
+        table = RunsTable(roots)
+        table.refresh()
+        rows = ordered(table.rows())
+        print(as_csv(rows) if args.csv else as_json(rows), end="" if args.csv else "\n")
+        return 0
+    return browse_runs(roots)
+
+
+def browse_runs(roots: list[Path], sweep_note: str = "") -> int:
+    """The runs view until it is left; a run opened from it is shown in the training app, then the view is back.
+    A sweep's view (`sweep_note`: what q does to it) puts each of its runs on the chart as it starts."""
+    from core.checkpoint import CheckpointError
+    from core.config import preset_name
+    from core.run import resolve_device
+    from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # Textual loads only for the app
+    from minigpt_tui.runs_app import RunsApp, RunsViewState
+    from minigpt_tui.sources import FollowedRun, OpenedRun
+
+    state = RunsViewState(select_new=bool(sweep_note))
+    while (opened := RunsApp(roots, state, sweep_note).run()) is not None:
+        source = None
+        if opened.checkpoint is not None:
+            try:
+                checkpoint = OpenedCheckpoint.load(opened.checkpoint, resolve_device("auto"))
+                source = OpenedRun(checkpoint, preset_name=preset_name(checkpoint.model.cfg))
+            except CheckpointError as e:  # its files still show its record
+                print(f"minigpt-tui: note: {e}; following the run's files instead", file=sys.stderr)
+        tui_main(source or FollowedRun(opened.dir))
+    return 0
+
+
+def sweep_main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    sweep_parser = parser._subparsers._group_actions[0].choices["sweep"]  # type: ignore[union-attr]
+    sweep_parser.parse_args(argv)  # --help, and flags that are not training flags (exit 2)
+    from core.control import TrainingControl
+    from core.distributed import from_environment
+    from core.sweep import Sweep, SweepError, train_sweep, train_sweep_headless
+
+    dist = from_environment()
+    try:
+        sweep, resume = Sweep.from_argv(argv, main_process=dist.is_main)
+    except SweepError as e:
+        sweep_parser.error(str(e))
+    sweep.check()  # every run's flags, before the first run starts (exit 2 here)
+    if dist.is_main:
+        sweep.save()
+    if dist.enabled or not sys.stdout.isatty():
+        return train_sweep_headless(sweep, resume)
+    control = TrainingControl()
+    trainer = threading.Thread(target=train_sweep, args=(sweep, resume, control), name="sweep")
+    trainer.start()
+    try:
+        return browse_runs([sweep.out_dir], sweep_note="training the sweep: q stops its current run after saving")
+    finally:
+        if trainer.is_alive():
+            print("Stopping the sweep's current run after its step, and saving...", file=sys.stderr)
+        control.stop()
+        trainer.join()
+        print(f"Sweep in {sweep.out_dir}; to continue it: minigpt-tui sweep --resume --out {sweep.out_dir}")
 
 
 def port_number(text: str) -> int:
@@ -340,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tolerant_output()
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:  # its flags are training flags with several values, which argparse cannot take
+        return sweep_main(parser, argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         from core.distributed import from_environment
@@ -360,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         return export_main(parser, args)
     if args.command == "serve":
         return serve_main(parser, args)
+    if args.command == "runs":
+        refuse_other_flags(parser, args, "runs", ())
+        return runs_main(parser, args)
     if args.attach:
         return attach_main(parser, args)
     if args.chat_checkpoint:

@@ -22,9 +22,9 @@ from core.events import CheckpointSaved
 from core.instruct import Template, template_of
 from core.precision import inference_dtype
 from core.run import TrainingRun
+from core.run_files import RunFollower
 from minigpt_tui.chat import FixedWeights, TrainerWeights
 from minigpt_tui.opened_checkpoint import LatestCheckpoint, OpenedCheckpoint
-from minigpt_tui.run_files import RunFollower
 from minigpt_tui.workers import EventForwarder, start_following, start_training
 
 TRAINING_ACTIONS = frozenset({"pause", "resume", "toggle_pause", "save_checkpoint", "stop_training"})

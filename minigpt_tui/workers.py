@@ -11,8 +11,8 @@ from textual.worker import get_current_worker
 
 from core.events import Failed, Finished, StepDone, Unreadable
 from core.run import TrainingRun
+from core.run_files import RunFollower
 from minigpt_tui.messages import RunEvent
-from minigpt_tui.run_files import RunFollower
 
 POLL_INTERVAL = 0.5  # seconds: a poll reads only what is new, so it costs a few stat() calls when nothing is
 

@@ -28,3 +28,5 @@ def test_the_screenshot_script_pictures_a_short_run(tmp_path, short_corpus):
     assert "next after" in inspect and "logit lens" in inspect and "layer 1 · head 0" in inspect
     assert "logit lens" in (tmp_path / "inspect-tab.txt").read_text(encoding="utf-8")
     assert (tmp_path / "loss_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = shown_text(tmp_path / "runs.svg")
+    assert "Runs under sweep" in runs and "Loss · 3 runs" in runs and "lr-0.002" in runs

@@ -119,6 +119,8 @@ def why_not_run(shown: Shown) -> str | None:
         return None  # --help
     if args.command is None:
         return "opens the terminal app, which needs a terminal (tests/tui drive it with Pilot)"
+    if args.command == "runs" and not (args.csv or args.json):
+        return "opens the runs view, which needs a terminal (tests/tui/test_runs_view.py drives it with Pilot)"
     if args.command == "serve":
         return "a web server that runs until it is stopped (tests/test_serve.py drives it in a browser)"
     if shown.torchrun:
@@ -138,6 +140,9 @@ SLOW = {
     "train --resume results/last.pt --epochs 20": "19 more epochs",
     "train --resume results/best.pt --out runs/b": "the default run's best weights trained to its end",
     "train --resume results/last.pt": "continues the reader's interrupted default run to its end",
+    "sweep --preset tiny --lr 1e-4 4e-4 1e-3 --epochs 5 --out results/lr-sweep": "three tiny runs of 5 epochs "
+    "(tests/test_sweep.py trains three of 10 steps)",
+    "sweep --resume --out results/lr-sweep": "continues the sweep above",
 }
 
 

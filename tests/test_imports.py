@@ -25,7 +25,8 @@ def test_help_and_bad_flags_answer_before_torch_loads():
     code = (
         "import sys\n"
         "from minigpt_tui import cli\n"
-        "helps = [[command, '--help'] for command in ('generate', 'inspect', 'serve', 'export', 'train')]\n"
+        "commands = ('generate', 'inspect', 'serve', 'export', 'train', 'runs', 'sweep')\n"
+        "helps = [[command, '--help'] for command in commands]\n"
         "for argv in (['--help'], *helps, ['--epochs', 'x'], ['generate', '--top-p', '2', 'a']):\n"
         "    try:\n"
         "        cli.main(argv)\n"

@@ -42,6 +42,17 @@ def ema(values: list[float], weight: float = EMA_WEIGHT) -> list[float]:
     return smoothed
 
 
+def drawable(xs: list, values: list, log_scale: bool) -> tuple[list, list]:
+    """The points that can be drawn: finite values (a run whose loss blew up logs inf or nan; older runs have
+    no lr...: None), and on the log scale positive ones."""
+    keep = [
+        i
+        for i, value in enumerate(values)
+        if value is not None and MIN_VALUE < value < MAX_VALUE and (value > 0 or not log_scale)
+    ]
+    return [xs[i] for i in keep], [values[i] for i in keep]
+
+
 class LossChart(PlotextPlot):
     """The figures of each evaluation, in one of VIEWS. Redrawn at most `REDRAWS_PER_S` times a second, and a long
     history is thinned to twice the chart's width first, so a 100k-step run draws as fast as a short one."""
@@ -144,14 +155,7 @@ class LossChart(PlotextPlot):
         return steps, train, val
 
     def drawable(self, steps: list, values: list) -> tuple[list, list]:
-        """The points that can be drawn: finite values (a run whose loss blew up logs inf or nan; older runs have
-        no lr...: None), and on the log scale positive ones."""
-        keep = [
-            i
-            for i, value in enumerate(values)
-            if value is not None and MIN_VALUE < value < MAX_VALUE and (value > 0 or not self.log_scale)
-        ]
-        return [steps[i] for i in keep], [values[i] for i in keep]
+        return drawable(steps, values, self.log_scale)
 
     def render(self):
         plt = self.plt

@@ -1,4 +1,4 @@
-"""Reading a run's files while another process writes them: `minigpt_tui.run_files`, without the app."""
+"""Reading a run's files while another process writes them: `core.run_files`, without the app."""
 
 import json
 import math
@@ -15,9 +15,9 @@ from helpers import train
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from core.events import CheckpointSaved, Evaluated, RunStarted, StateChanged, StepDone, Unreadable
 from core.fileio import atomic_write
+from core.run_files import RunFollower, SampleReader, TailReader, evaluation_from
 from minigpt_tui import workers
 from minigpt_tui.opened_checkpoint import LatestCheckpoint
-from minigpt_tui.run_files import RunFollower, SampleReader, TailReader, evaluation_from
 
 RECORD = {
     "epoch": 1,

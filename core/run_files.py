@@ -1,4 +1,5 @@
-"""Following a run through its files while another process writes them (`minigpt-tui --attach RUN_DIR`).
+"""Following a run through its files while another process writes them (`minigpt-tui --attach RUN_DIR`, and
+the runs table of `minigpt-tui runs`).
 
 No Textual here: `RunFollower.poll()` reads what changed since the last poll, only the new bytes of each file,
 and returns it as the events a run reports live (`core.events`), so the app shows a run started elsewhere with
