@@ -382,18 +382,33 @@ def ask_about_earlier_run(parser: argparse.ArgumentParser, args: argparse.Namesp
     except (CheckpointError, KeyError, TypeError):
         done = "unreadable"
     print(f"{outputs.dir}/ holds an earlier run ({earlier[0].name}: {done}).")
-    choices = {"r": "resume", "n": "new", "q": "quit"}
-    try:
-        answer = input("[r]esume it, start a [n]ew run in its place (replacing its files), or [q]uit? [r/n/q] ")
-    except (EOFError, KeyboardInterrupt):
-        answer = "q"
-    choice = choices.get(answer.strip().lower()[:1], "quit")
+    choice = ask_resume_new_or_quit(
+        f"[r]esume it, start a [n]ew run (its files move into {outputs.dir / outputs.REPLACED_PREFIX}DATE-TIME/), "
+        "or [q]uit? [r/n/q] "
+    )
     if choice == "quit":
         parser.exit(0, f"Nothing started. To open that run's weights for chat: minigpt-tui --checkpoint {earlier[0]}\n")
     if choice == "resume":
         args.resume = str(earlier[0])
     else:
         args.overwrite = True
+
+
+ANSWERS = {"r": "resume", "resume": "resume", "n": "new", "new": "new", "q": "quit", "quit": "quit"}
+
+
+def ask_resume_new_or_quit(prompt: str) -> str:
+    """resume, new or quit, as typed in full or by its first letter; anything else (a "no" is neither "new" nor
+    "quit") asks again, and the end of input or Ctrl+C quits."""
+    while True:
+        try:
+            answer = input(prompt)
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return "quit"
+        if (choice := ANSWERS.get(answer.strip().lower())) is not None:
+            return choice
+        print(f"{answer.strip()!r} is not one of the answers: type r (resume), n (new) or q (quit).")
 
 
 def refuse_training_flags(parser: argparse.ArgumentParser, args, flag: str, what: str, instead: str) -> None:
