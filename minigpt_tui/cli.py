@@ -10,7 +10,7 @@ from core.config import TrainConfig, preset_name
 from core.distributed import from_environment
 from core.events import Failed, Finished
 from core.export import EXPORTED_FILES, export_hf
-from core.flags import add_training_args, configs_from_args, positive
+from core.flags import add_training_args, configs_from_args, path_text, positive
 from core.generate import check_sampling, generate, prepare_prompt
 from core.headless import run_headless, tolerant_output
 from core.precision import DTYPES, inference_dtype
@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="sample only from the most likely tokens that add up to P (0 < P <= 1)",
     )
-    generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
+    generate_cmd.add_argument(
+        "--seed", type=sampling_setting("seed", int), help="makes sampling reproducible (0 to 2**64 - 1)"
+    )
     generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     generate_cmd.add_argument(
         "--chat-dtype",
@@ -128,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         "model.safetensors) that transformers' GPT2LMHeadModel.from_pretrained(DIR) loads, and --init DIR reads "
         "back. Its tokenizer is GPT-2's.",
     )
-    export.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. results/best.pt")
-    export.add_argument("--to", required=True, metavar="DIR", help="the directory to write (created if need be)")
+    export.add_argument("checkpoint", type=path_text, metavar="CHECKPOINT", help="e.g. results/best.pt")
+    export.add_argument(
+        "--to", type=path_text, required=True, metavar="DIR", help="the directory to write (created if need be)"
+    )
     export.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers' GPT-2")
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in DIR")
     serve = commands.add_parser(

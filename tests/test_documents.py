@@ -141,7 +141,7 @@ def test_a_parquet_corpus_that_cannot_be_trained_on_ends_cleanly_every_time(tmp_
     path = write_parquet(tmp_path / "docs.parquet", {"text": pa.array(rows, type=pa.string())})
     command = [sys.executable, "-m", "minigpt_tui.cli", "train", "--preset", "tiny", "--device", "cpu"]
     command += ["--data", str(path), "--out", str(tmp_path / "out")]
-    for _ in range(6):
+    for _ in range(4):
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert (done.returncode, len(done.stderr.splitlines())) == (1, 1), done.stderr
         assert done.stderr.startswith(f"minigpt-tui: error: {path}: ")

@@ -164,7 +164,7 @@ def test_the_command_says_where_the_earlier_run_went(earlier_run, short_corpus):
     done = subprocess.run([*command, "--out", str(earlier_run)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     [aside] = earlier_run.glob("replaced-*")
-    assert f"Moved the earlier run's config.json, metrics.jsonl, samples.txt, loss_plot.png, last.pt, best.pt, " in (
+    assert "Moved the earlier run's config.json, metrics.jsonl, samples.txt, loss_plot.png, last.pt, best.pt, " in (
         done.stdout
     )
     assert f"into {aside}\n" in done.stdout and (aside / "best.pt").exists()
