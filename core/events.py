@@ -82,6 +82,7 @@ class RunStarted:
     max_steps: int | None = None  # the run ends at this global step (mid-epoch), when --max-steps is given
     world_size: int = 1  # training processes (torchrun); this event comes from the first one only
     sample_prompt: str = ""  # what the samples continue
+    trainable_params: int | None = None  # those the optimizer trains, when not all are (LoRA); None: not told
 
 
 @dataclass(frozen=True, kw_only=True)
