@@ -90,8 +90,8 @@ def test_an_earlier_export_is_kept_unless_overwrite(tmp_path, capsys):
         main(export)
     assert exit_.value.code == 2
     assert (
-        "already holds config.json, model.safetensors, vocab.json, merges.txt, tokenizer_config.json; add --overwrite"
-        in (capsys.readouterr().err)
+        "already holds config.json, generation_config.json, model.safetensors, vocab.json, merges.txt, "
+        "tokenizer_config.json; add --overwrite" in (capsys.readouterr().err)
     )
     assert (tmp_path / "hf" / "model.safetensors").stat().st_mtime_ns == before
     assert main([*export, "--overwrite"]) == 0
