@@ -228,12 +228,17 @@ def _check_fits(windows: TokenWindows, min_windows: int, part: str, source: str,
         return
     length = windows.context_length + 1
     need = (
-        f"{min_windows} windows of {length} tokens to fill a batch"
+        f"{min_windows:,} windows of {length} tokens to fill a step"
         if min_windows > 1
         else f"one window of {length} tokens"
     )
-    fix = f"use --context-length {longest_fit} or less" if longest_fit >= 2 else "the text is too short to train on"
+    if longest_fit >= 2:
+        fix = f"use --context-length {longest_fit} or less, or a longer text"
+    elif min_windows > 1:  # not even the shortest windows fit: the step asks for too many of them
+        fix = "a step takes --batch-size × --grad-accum × processes windows: lower --batch-size or --grad-accum"
+    else:
+        fix = "give a longer text"
     raise CorpusError(
-        f"{source}: the {part} has {len(windows.tokens)} tokens, too few for {need} "
-        f"(context length {windows.context_length} + 1); {fix}, or a longer text"
+        f"{source}: the {part} has {len(windows.tokens):,} tokens, too few for {need} "
+        f"(context length {windows.context_length} + 1); {fix}"
     )

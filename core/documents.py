@@ -43,6 +43,12 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
                 raise CorpusError(f"{where}: is not UTF-8 text (invalid byte at offset {e.start})") from None
             except json.JSONDecodeError as e:
                 raise CorpusError(f"{where}: is not valid JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:
+                raise CorpusError(
+                    f"{where}: is nested too deeply to read (lists or objects within each other)"
+                ) from None
+            except ValueError as e:  # a whole number longer than Python converts (4300 digits by default)
+                raise CorpusError(f"{where}: cannot be read ({str(e).split(':')[0]})") from None
             if not isinstance(record, dict):
                 raise CorpusError(f"{where}: is not a JSON object but {_json_kind(record)}; each line must be one")
             yield _text_of(record, text_field, where, "field", "fields"), read
@@ -54,8 +60,11 @@ def _parquet_documents(path: Path, text_field: str) -> Iterator[tuple[str, int]]
         import pyarrow.parquet as pq
     except ImportError:
         raise CorpusError(f"{path}: reading .parquet files needs pyarrow: pip install 'minigpt-tui[parquet]'") from None
+    # Read on this thread only (no pre-buffering, no threaded decoding): once pyarrow has started its I/O or CPU
+    # thread pools, the process sometimes aborts at exit as they are torn down ("terminate called without an
+    # active exception", SIGABRT; apache/arrow#34314), which a short run that stops at a bad row made likely.
     try:
-        table = pq.ParquetFile(open_corpus_file(path))
+        table = pq.ParquetFile(open_corpus_file(path), pre_buffer=False)
     except pa.ArrowException as e:
         raise CorpusError(f"{path}: is not a Parquet file ({str(e).splitlines()[0]})") from None
     schema = table.schema_arrow
@@ -65,11 +74,13 @@ def _parquet_documents(path: Path, text_field: str) -> Iterator[tuple[str, int]]
             f"{path}: has no column {text_field!r} (its columns: {columns}); choose one with --text-field"
         )
     kind = schema.field(text_field).type
+    if pa.types.is_dictionary(kind):  # strings stored once each, the rows pointing at them: text all the same
+        kind = kind.value_type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise CorpusError(f"{path}: column {text_field!r} holds {kind}, not text; choose another with --text-field")
     size, row = path.stat().st_size, 0
     for group in range(table.num_row_groups):  # a row group at a time: the file need not fit in memory
-        texts = table.read_row_group(group, columns=[text_field]).column(text_field).to_pylist()
+        texts = table.read_row_group(group, columns=[text_field], use_threads=False).column(text_field).to_pylist()
         done = size * (group + 1) // table.num_row_groups
         for text in texts:
             row += 1

@@ -168,6 +168,15 @@ class CheckpointSaved:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EarlierRunSetAside:
+    """A new run (--overwrite, or "new" at the app's question) found an earlier run's files in its directory and
+    moved them into `moved_to`, a subdirectory of it, before writing its own: nothing of the earlier run is lost."""
+
+    moved_to: str
+    files: tuple[str, ...]  # the names moved
+
+
+@dataclass(frozen=True, kw_only=True)
 class Finished:
     completed: bool  # False when stopped early
     epoch: int  # 1-based: the epoch under way when stopped or ended mid-epoch by --max-steps, else epochs done

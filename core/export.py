@@ -20,7 +20,14 @@ from core.lora import merge
 from core.model import GPTModel
 from core.pretrained import INSTALL_EXTRA, PretrainedError, hf_name, is_conv1d
 
-EXPORTED_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json")
+EXPORTED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+)
 
 
 def hf_config(cfg: GPTConfig) -> dict:
@@ -46,6 +53,17 @@ def hf_config(cfg: GPTConfig) -> dict:
         "bos_token_id": END_OF_TEXT_ID,
         "eos_token_id": END_OF_TEXT_ID,
         "use_cache": True,
+    }
+
+
+def generation_config(cfg: GPTConfig) -> dict:
+    """transformers' GenerationConfig: its default max_length of 20 counts the prompt, but pipeline() asks for
+    256 new tokens, past a small model's positions (an IndexError in the position embedding). max_length keeps
+    prompt and continuation inside the context."""
+    return {
+        "bos_token_id": END_OF_TEXT_ID,
+        "eos_token_id": END_OF_TEXT_ID,
+        "max_length": cfg.context_length,
     }
 
 
@@ -84,7 +102,13 @@ def export_hf(model: GPTModel, out_dir: str | Path) -> list[Path]:
     weights = out_dir / "model.safetensors"
     with atomic_write(weights) as f:
         f.write(save(hf_state_dict(model), metadata={"format": "pt"}))  # "pt": what transformers expects
-    files = {"config.json": (json.dumps(hf_config(model.cfg), indent=2) + "\n").encode("utf-8")}
+    files = {
+        name: (json.dumps(content, indent=2) + "\n").encode("utf-8")
+        for name, content in (
+            ("config.json", hf_config(model.cfg)),
+            ("generation_config.json", generation_config(model.cfg)),
+        )
+    }
     files.update(tokenizer_files(model.cfg.context_length))
     for name, content in files.items():
         with atomic_write(out_dir / name) as f:

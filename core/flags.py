@@ -26,6 +26,7 @@ from core.config import (
 )
 from core.resume import ResumeRefused, check_model_shape, flag, resumed_config
 from core.resume import help_text as resume_help
+from core.sampling import MAX_SEED
 from core.schedule import SCHEDULES
 from core.tensorboard import TensorBoardMissing, tensorboard_available
 
@@ -34,8 +35,9 @@ DEFAULT_PRESET = "gpt2-124m"
 INSTRUCT_DEFAULTS = {"lr": 5e-5, "batch_size": 8, "epochs": 2}
 
 
-def _number(kind, *, zero_ok: bool):
-    """An argparse type: a finite `kind` (int or float) greater than 0, or from 0 on with `zero_ok`."""
+def _number(kind, *, zero_ok: bool, most: int | None = None):
+    """An argparse type: a finite `kind` (int or float) greater than 0, or from 0 on with `zero_ok`; at most
+    `most`, if given."""
 
     def parse(text: str):
         try:
@@ -46,17 +48,32 @@ def _number(kind, *, zero_ok: bool):
             ) from None
         if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
             raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero_ok else 'greater than 0'}, got {text}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:,}, got {text}")
         return value
 
     return parse
 
 
-def positive(kind):
-    return _number(kind, zero_ok=False)
+def positive(kind, most: int | None = None):
+    return _number(kind, zero_ok=False, most=most)
 
 
-def non_negative(kind):
-    return _number(kind, zero_ok=True)
+def non_negative(kind, most: int | None = None):
+    return _number(kind, zero_ok=True, most=most)
+
+
+# Bounds on step counts: a billion optimizer steps is beyond any run this project trains, and far below where
+# counting epochs in floating point (or a schedule's length) stops being exact.
+MAX_STEPS = 1_000_000_000
+
+
+def path_text(text: str) -> str:
+    """An argparse type for a file or directory flag: an empty path (`--out ''`) would mean the current
+    directory, which nobody types on purpose."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return text
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +82,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     parser.add_argument(
         "--data",
+        type=path_text,
         metavar="PATH",
         help="UTF-8 text file to train on, a .jsonl or .parquet file of documents, or a directory of such files "
         f"(subdirectories included); above {LARGE_CORPUS_BYTES // 1_000_000} MB it is tokenized once into the "
@@ -79,6 +97,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--preset", choices=list(PRESETS), help=f"model size (default: {DEFAULT_PRESET})")
     model.add_argument(
         "--init",
+        type=path_text,
         metavar="WEIGHTS",
         help=f"start from pretrained weights: {', '.join(HUB_MODELS)} (downloaded once), "
         "a local model.safetensors or its directory, or a minigpt-tui checkpoint (.pt)",
@@ -86,13 +105,13 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument(
         "--epochs",
-        type=positive(int),
+        type=positive(int, MAX_STEPS),
         help=f"passes over the training text (for a large corpus: as many random windows as one pass holds); "
         f"default: {d.epochs}",
     )
     length.add_argument(
         "--max-steps",
-        type=positive(int),
+        type=positive(int, MAX_STEPS),
         metavar="N",
         help="train N optimizer steps in all instead, ending mid-epoch if that is where step N falls",
     )
@@ -101,7 +120,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grad-accum",
-        type=positive(int),
+        type=positive(int, MAX_STEPS),
         metavar="N",
         help="add up the gradients of N micro-batches per optimizer step: a step sees batch size × N × processes "
         f"sequences (default: {d.grad_accum})",
@@ -117,7 +136,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--warmup-steps",
-        type=non_negative(int),
+        type=non_negative(int, MAX_STEPS),
         metavar="N",
         help=f"raise the learning rate linearly from 0 to --lr over the first N steps (default: {d.warmup_steps})",
     )
@@ -138,7 +157,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"batches of train and of val text per evaluation, each as big as a step's (default: {d.eval_batches})",
     )
-    parser.add_argument("--seed", type=non_negative(int), help=f"default: {d.seed}")
+    parser.add_argument("--seed", type=non_negative(int, MAX_SEED), help=f"default: {d.seed} (up to 2**64 - 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
     parser.add_argument(
         "--dtype",
@@ -151,13 +170,16 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         default=parser.argument_default,  # None (not given), not store_true's False; SUPPRESS where the parser says
         help="torch.compile the model: faster steps on a GPU, after a minute or more of compiling",
     )
-    parser.add_argument("--out", metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})")
+    parser.add_argument(
+        "--out", type=path_text, metavar="DIR", help=f"where checkpoint, plot and logs go (default: {d.out_dir})"
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
         default=parser.argument_default,  # None (not given), as for --compile
-        help="start a new run in an --out directory that holds an earlier run's checkpoints, replacing them "
-        "(without it, such a run is refused: continue the earlier one with --resume instead)",
+        help="start a new run in an --out directory that holds an earlier run's checkpoints, moving that run's files "
+        "into OUT/replaced-DATE-TIME/ first (without it, such a run is refused: continue the earlier one with "
+        "--resume instead)",
     )
     parser.add_argument(
         "--tensorboard",
@@ -184,6 +206,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--token-cache",
+        type=path_text,
         metavar="DIR",
         help=f"where large corpora are tokenized to (default: ${CACHE_DIR_ENV}, else {default_cache_dir()})",
     )
@@ -225,7 +248,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         metavar="A",
         help="the LoRA adapters' scale is A / R (default: A = R)",
     )
-    parser.add_argument("--resume", metavar="CHECKPOINT", help=resume_help())
+    parser.add_argument("--resume", type=path_text, metavar="CHECKPOINT", help=resume_help())
 
 
 def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace):

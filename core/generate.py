@@ -68,7 +68,7 @@ def generate(
     mode alone, because the model may be one that another thread is training; bad settings and a model in
     training mode raise ValueError here, at the call, not at the first `next()`.
     """
-    check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p, seed)
     if model.training:
         raise ValueError("the model is in training mode (dropout on): call model.eval(), or generate from a copy")
     ids, _ = prepare_prompt(prompt_ids, model.cfg.context_length)
@@ -116,15 +116,21 @@ def _pick(logits: torch.Tensor, temperature: float, top_k, top_p, generator: tor
     """The next token id from one position's logits (V,)."""
     if temperature == 0:
         return int(logits.argmax())
-    logits = logits / temperature
+    # In float64, from the largest logit down: every logit becomes 0 or less before the division, so however
+    # small the temperature (1e-320 too), none becomes inf or NaN; the most likely token stays at 0, the rest
+    # may reach -inf, and the softmax is always a distribution (a tiny temperature is greedy, as it should be).
+    logits = logits.double()
+    logits = (logits - logits.max()) / temperature
     if top_k is not None:
         kth_largest = torch.topk(logits, min(top_k, logits.size(0))).values[-1]
         logits = logits.masked_fill(logits < kth_largest, -math.inf)
     if top_p is not None and top_p < 1:
         sorted_logits, order = logits.sort(descending=True)
         probs = sorted_logits.softmax(dim=0)
-        # Drop a token once the more likely tokens before it already add up to top_p (the first always stays).
+        # Drop a token once the more likely tokens before it already add up to top_p; the first always stays
+        # (a top_p too small for any float would otherwise drop them all).
         dropped = probs.cumsum(dim=0) - probs >= top_p
+        dropped[0] = False
         logits = logits.index_fill(0, order[dropped], -math.inf)
     probs = logits.softmax(dim=0)
     return int(torch.multinomial(probs, 1, generator=generator))

@@ -11,7 +11,16 @@ import sys
 import time
 
 from core.control import TrainingControl
-from core.events import EpochSampled, Evaluated, Failed, HealthNotice, Notice, RunStarted, Tokenizing
+from core.events import (
+    EarlierRunSetAside,
+    EpochSampled,
+    Evaluated,
+    Failed,
+    HealthNotice,
+    Notice,
+    RunStarted,
+    Tokenizing,
+)
 from core.resume import plural
 
 
@@ -44,6 +53,8 @@ class LogPrinter:
             say(f"minigpt-tui: note: {event.message}", self.progress)
         elif isinstance(event, Tokenizing):
             self._show_tokenizing(event)
+        elif isinstance(event, EarlierRunSetAside):
+            self._print(f"Moved the earlier run's {', '.join(event.files)} into {event.moved_to}")
 
     def _show_tokenizing(self, event: Tokenizing) -> None:
         if event.done_bytes < event.total_bytes:

@@ -102,6 +102,11 @@ def resumed_config(saved: TrainConfig, given: dict, path: str, progress: dict) -
     if "epochs" in changes:
         changes["max_steps"] = None  # a length in epochs replaces a length in steps (which lasts until then)
     cfg = replace(saved, resume=path, **changes)
+    if "lr" in given and cfg.min_lr is not None and cfg.lr < cfg.min_lr:
+        raise ResumeRefused(
+            f"--lr {cfg.lr:g}: {path}'s cosine schedule decays to --min-lr {cfg.min_lr:g}, which a resumed run "
+            f"keeps; give --lr {cfg.min_lr:g} or more (a lower floor needs a new run)"
+        )
     if cfg.max_steps is not None:
         done = progress["global_step"]
         if cfg.max_steps <= done:

@@ -8,7 +8,9 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +32,7 @@ from core.data import (
 )
 from core.distributed import Distributed, from_environment, process_group
 from core.events import (
+    EarlierRunSetAside,
     EpochSampled,
     Evaluated,
     Failed,
@@ -76,7 +79,26 @@ class RunOutputs:
     of the training process, and once it has started `device`, `num_params`, `epochs`, `steps_per_epoch`,
     `start_step`; `progress` (epoch, step, global_step, tokens_seen, elapsed_s, tokens_per_s, as in StepDone)
     where it stood at that moment; `message` when it failed.
+
+    A new run in a directory that holds an earlier run's checkpoints (allowed with --overwrite) first moves every
+    file of that run (RUN_FILES) into a subdirectory `replaced-YYYYmmdd-HHMMSS/`, so nothing of it is lost and
+    none of its files (an old best.pt) stays beside the new run's.
     """
+
+    # Every file or directory a run writes into its output directory (not the lock, nor serve's train.log, which
+    # the server opened for the new run before the run started).
+    RUN_FILES = (
+        "config.json",
+        "metrics.jsonl",
+        "samples.txt",
+        "loss_plot.png",
+        "last.pt",
+        "best.pt",
+        "status.json",
+        "tensorboard",
+        "layers.jsonl",
+    )
+    REPLACED_PREFIX = "replaced-"
 
     def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir)
@@ -93,9 +115,10 @@ class RunOutputs:
         self._last_step: StepDone | None = None
 
     @contextlib.contextmanager
-    def claim(self, train_cfg: TrainConfig):
+    def claim(self, train_cfg: TrainConfig, on_event: Callable[[object], None] = lambda event: None):
         """Hold the directory for this run while the block runs: create it, lock it against other runs, and refuse
-        to replace an earlier run's checkpoints unless told to (`overwrite`) or continuing that run."""
+        to start over an earlier run's checkpoints unless told to (`overwrite`: its files are set aside first,
+        reported to `on_event` as EarlierRunSetAside) or continuing that run."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -110,8 +133,10 @@ class RunOutputs:
         try:
             earlier = self.earlier_checkpoints()
             continuing = train_cfg.resume and Path(train_cfg.resume).resolve().parent == self.dir.resolve()
-            if earlier and not continuing and not train_cfg.overwrite:
-                raise OSError(self.refusal(earlier))
+            if earlier and not continuing:
+                if not train_cfg.overwrite:
+                    raise OSError(self.refusal(earlier))
+                on_event(self.set_aside())
             yield
         finally:
             lock.release()
@@ -124,8 +149,25 @@ class RunOutputs:
         names = " and ".join(path.name for path in earlier)
         return (
             f"{self.dir} holds an earlier run's {names}: continue that run with --resume {earlier[0]}, start over "
-            f"in its place with --overwrite (its files are replaced), or choose another --out"
+            f"in its place with --overwrite (its files are moved into {self.dir / self.REPLACED_PREFIX}DATE-TIME), "
+            "or choose another --out"
         )
+
+    def set_aside(self) -> EarlierRunSetAside:
+        """Move the earlier run's files into a new dated subdirectory; what was moved, and where to."""
+        try:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            target, n = self.dir / f"{self.REPLACED_PREFIX}{stamp}", 1
+            while target.exists():  # two new runs within a second
+                n += 1
+                target = self.dir / f"{self.REPLACED_PREFIX}{stamp}-{n}"
+            target.mkdir()
+            moved = [name for name in self.RUN_FILES if (self.dir / name).exists()]
+            for name in moved:
+                shutil.move(self.dir / name, target / name)  # a rename: the same filesystem
+        except OSError as e:
+            raise OSError(f"cannot move the earlier run's files aside in {self.dir}: {e.strerror or e}") from None
+        return EarlierRunSetAside(moved_to=str(target), files=tuple(moved))
 
     def prepare(
         self,
@@ -359,7 +401,7 @@ class TrainingRun:
         with contextlib.ExitStack() as claimed:
             try:
                 if self.dist.is_main:
-                    claimed.enter_context(self.outputs.claim(self.train_cfg))
+                    claimed.enter_context(self.outputs.claim(self.train_cfg, self.on_event))
                 result = self._train()
             except (CorpusError, TrainingError, TensorBoardMissing, ValueError, OSError) as e:
                 result = Failed(message=str(e))

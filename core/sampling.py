@@ -3,8 +3,13 @@ a bad one at once (its argparse types call this), before torch loads."""
 
 import math
 
+# torch.Generator.manual_seed takes a 64-bit number; a seed is one from 0 up to this.
+MAX_SEED = 2**64 - 1
 
-def check_sampling(temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None) -> None:
+
+def check_sampling(
+    temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None
+) -> None:
     """Raise ValueError, saying what is allowed, for settings `generate` cannot use."""
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be 0 (greedy) or more, got {temperature}")
@@ -12,3 +17,5 @@ def check_sampling(temperature: float = 0.0, top_k: int | None = None, top_p: fl
         raise ValueError(f"top-k must be at least 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top-p must be greater than 0 and at most 1, got {top_p}")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED} (2**64 - 1), got {seed}")

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from core.config import DTYPE_NAMES, HUB_MODELS, TrainConfig
-from core.flags import add_training_args, configs_from_args, positive
+from core.flags import add_training_args, configs_from_args, path_text, positive
 from core.sampling import check_sampling
 from minigpt_tui.inspect_command import add_inspect_command
 
@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="sample only from the most likely tokens that add up to P (0 < P <= 1)",
     )
-    generate_cmd.add_argument("--seed", type=int, help="makes sampling reproducible")
+    generate_cmd.add_argument(
+        "--seed", type=sampling_setting("seed", int), help="makes sampling reproducible (0 to 2**64 - 1)"
+    )
     generate_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     generate_cmd.add_argument(
         "--chat-dtype",
@@ -124,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "model.safetensors) that transformers' GPT2LMHeadModel.from_pretrained(DIR) loads, and --init DIR reads "
         "back. Its tokenizer is GPT-2's.",
     )
-    export.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. results/best.pt")
-    export.add_argument("--to", required=True, metavar="DIR", help="the directory to write (created if need be)")
+    export.add_argument("checkpoint", type=path_text, metavar="CHECKPOINT", help="e.g. results/best.pt")
+    export.add_argument(
+        "--to", type=path_text, required=True, metavar="DIR", help="the directory to write (created if need be)"
+    )
     export.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers' GPT-2")
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in DIR")
     serve = commands.add_parser(
@@ -551,18 +555,33 @@ def ask_about_earlier_run(parser: argparse.ArgumentParser, args: argparse.Namesp
     except (CheckpointError, KeyError, TypeError):
         done = "unreadable"
     print(f"{outputs.dir}/ holds an earlier run ({earlier[0].name}: {done}).")
-    choices = {"r": "resume", "n": "new", "q": "quit"}
-    try:
-        answer = input("[r]esume it, start a [n]ew run in its place (replacing its files), or [q]uit? [r/n/q] ")
-    except (EOFError, KeyboardInterrupt):
-        answer = "q"
-    choice = choices.get(answer.strip().lower()[:1], "quit")
+    choice = ask_resume_new_or_quit(
+        f"[r]esume it, start a [n]ew run (its files move into {outputs.dir / outputs.REPLACED_PREFIX}DATE-TIME/), "
+        "or [q]uit? [r/n/q] "
+    )
     if choice == "quit":
         parser.exit(0, f"Nothing started. To open that run's weights for chat: minigpt-tui --checkpoint {earlier[0]}\n")
     if choice == "resume":
         args.resume = str(earlier[0])
     else:
         args.overwrite = True
+
+
+ANSWERS = {"r": "resume", "resume": "resume", "n": "new", "new": "new", "q": "quit", "quit": "quit"}
+
+
+def ask_resume_new_or_quit(prompt: str) -> str:
+    """resume, new or quit, as typed in full or by its first letter; anything else (a "no" is neither "new" nor
+    "quit") asks again, and the end of input or Ctrl+C quits."""
+    while True:
+        try:
+            answer = input(prompt)
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return "quit"
+        if (choice := ANSWERS.get(answer.strip().lower())) is not None:
+            return choice
+        print(f"{answer.strip()!r} is not one of the answers: type r (resume), n (new) or q (quit).")
 
 
 def refuse_training_flags(parser: argparse.ArgumentParser, args, flag: str, what: str, instead: str) -> None:

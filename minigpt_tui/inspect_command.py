@@ -100,7 +100,7 @@ def inspect_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
             file=sys.stderr,
         )
     if args.json:
-        print(json.dumps(inspection.to_json(), ensure_ascii=False))
+        print(json.dumps(inspection.to_json()))  # ensure_ascii: exact whatever the terminal's encoding
     else:
         print_tables(inspection, source)
     return 0

@@ -89,6 +89,13 @@ def test_default_corpus_is_found_from_any_directory(tmp_path):
         (["--lr-schedule", "cosine", "--min-lr", "1e-3"], "--min-lr 0.001 is above --lr 0.0004"),
         (["--sample-prompt", ""], "--sample-prompt: give some text"),
         (["--sample-tokens", "0"], "argument --sample-tokens: must be greater than 0"),
+        (["--max-steps", "99999999999999999999"], "argument --max-steps: must be at most 1,000,000,000"),
+        (["--warmup-steps", "10000000000"], "argument --warmup-steps: must be at most 1,000,000,000"),
+        (["--seed", str(2**64)], "argument --seed: must be at most"),
+        (["--out", ""], "argument --out: expected a path, got an empty one"),
+        (["--data", " "], "argument --data: expected a path, got an empty one"),
+        (["--resume", ""], "argument --resume: expected a path, got an empty one"),
+        (["--token-cache", ""], "argument --token-cache: expected a path, got an empty one"),
     ],
 )
 def test_bad_flags_fail_fast_with_exit_2(flags, message, capsys):
@@ -362,6 +369,8 @@ def test_a_prompt_longer_than_the_context_is_cropped_with_a_note(monkeypatch, ti
         (["--top-p", "0"], "top-p must be greater than 0 and at most 1, got 0.0"),
         (["--top-p", "1.01"], "top-p must be greater than 0 and at most 1, got 1.01"),
         (["--top-k", "many"], "argument --top-k: expected a number, got 'many'"),
+        (["--seed", "99999999999999999999999"], "argument --seed: seed must be a whole number from 0 to"),
+        (["--seed", "-1"], "argument --seed: seed must be a whole number from 0 to"),
     ],
 )
 def test_bad_sampling_flags_exit_2_before_loading_anything(flags, message, capsys):
@@ -381,4 +390,36 @@ def test_tensorboard_without_its_package_is_one_line_saying_how_to_install_it(ca
         .err.strip()
         .splitlines()[-1]
         .endswith("--tensorboard needs the tensorboard package: pip install 'minigpt-tui[tensorboard]'")
+    )
+
+
+@pytest.mark.parametrize("flags", [["--temperature", "1e-40"], ["--temperature", "1e-320"], ["--top-p", "1e-320"]])
+def test_sampling_settings_at_the_edge_of_floats_generate(monkeypatch, tiny_checkpoint, flags):
+    sampled = ["--temperature", "1"] if flags[0] == "--top-p" else []
+    code, terminal = generate_cli(monkeypatch, "Every effort", "--checkpoint", str(tiny_checkpoint), *sampled, *flags)
+    assert code == 0 and terminal.text().startswith("Every effort")
+
+
+def test_a_step_too_big_for_the_text_names_batch_size_and_grad_accum(tmp_path, small_corpus):
+    done = minigpt("train", "--preset", "tiny", "--data", str(small_corpus), "--grad-accum", "1000000000",
+                   "--out", str(tmp_path / "out"), "--device", "cpu", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1
+    assert "too few for 2,000,000,000 windows of 65 tokens to fill a step" in done.stderr
+    assert "lower --batch-size or --grad-accum" in done.stderr
+
+
+def test_lr_below_the_kept_min_lr_says_where_it_comes_from(tmp_path, small_corpus, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--context-length", "32", "--data", str(small_corpus), "--device", "cpu"]
+    assert main([*argv, "--out", str(out), "--max-steps", "2", "--lr-schedule", "cosine", "--min-lr", "1e-5"]) == 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--resume", str(out / "last.pt"), "--max-steps", "4", "--lr", "5e-6"])
+    assert exit_.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(
+            f"--lr 5e-06: {out / 'last.pt'}'s cosine schedule decays to --min-lr 1e-05, which a resumed run keeps; "
+            "give --lr 1e-05 or more (a lower floor needs a new run)"
+        )
     )

@@ -90,8 +90,8 @@ def test_an_earlier_export_is_kept_unless_overwrite(tmp_path, capsys):
         main(export)
     assert exit_.value.code == 2
     assert (
-        "already holds config.json, model.safetensors, vocab.json, merges.txt, tokenizer_config.json; add --overwrite"
-        in (capsys.readouterr().err)
+        "already holds config.json, generation_config.json, model.safetensors, vocab.json, merges.txt, "
+        "tokenizer_config.json; add --overwrite" in (capsys.readouterr().err)
     )
     assert (tmp_path / "hf" / "model.safetensors").stat().st_mtime_ns == before
     assert main([*export, "--overwrite"]) == 0
@@ -115,3 +115,26 @@ def test_a_bad_checkpoint_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("minigpt-tui: error: ") and "junk.pt" in err and err.count("\n") == 1
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_docs_pipeline_example_generates_within_the_context(tmp_path):
+    """`pipeline('text-generation', DIR)('Every effort')`, as the export docs show it: generation_config.json keeps
+    prompt and continuation inside the model's positions (transformers' default asked for 256 new tokens)."""
+    from transformers import pipeline
+
+    random_checkpoint(LAYOUTS["tiny preset: untied head, no qkv bias"], tmp_path / "last.pt")
+    assert main(["export", str(tmp_path / "last.pt"), "--to", str(tmp_path / "exported")]) == 0
+    [reply] = pipeline("text-generation", str(tmp_path / "exported"))("Every effort")
+    generated = reply["generated_text"]
+    assert generated.startswith("Every effort") and len(encode(generated)) <= 32
+
+
+def test_an_empty_path_is_refused(tmp_path, capsys, monkeypatch):
+    random_checkpoint(LAYOUTS["tiny preset: untied head, no qkv bias"], tmp_path / "last.pt")
+    monkeypatch.chdir(tmp_path)
+    for argv in (["export", "last.pt", "--to", ""], ["export", "", "--to", "hf"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert "expected a path, got an empty one" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

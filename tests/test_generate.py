@@ -163,3 +163,16 @@ def test_bad_settings_are_refused_at_the_call(model, settings, message):
 def test_a_model_in_training_mode_is_refused(model):
     with pytest.raises(ValueError, match="training mode"):
         generate(model.train(), [464], 5)
+
+
+@pytest.mark.parametrize(
+    "settings", [{"temperature": 1e-40}, {"temperature": 5e-324}, {"temperature": 1.0, "top_p": 5e-324}]
+)
+def test_settings_at_the_edge_of_floats_sample_the_most_likely_token(model, settings):
+    greedy = list(generate(model, [464], 5))
+    assert list(generate(model, [464], 5, seed=0, **settings)) == greedy
+
+
+def test_a_seed_beyond_64_bits_is_refused_at_the_call(model):
+    with pytest.raises(ValueError, match="seed must be a whole number from 0 to"):
+        generate(model, [464], 5, temperature=1.0, seed=2**64)

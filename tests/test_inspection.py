@@ -1,6 +1,9 @@
 """core.inspection and `minigpt-tui inspect`: the numbers are the model's own, and match transformers' GPT-2."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -232,3 +235,12 @@ def test_token_pieces_are_one_per_token_and_join_up_to_the_text():
     pieces = token_pieces(ids)
     assert len(pieces) == len(ids) and "".join(pieces) == text
     assert "" in pieces  # the emoji's first token holds only part of it
+
+
+def test_inspect_json_is_exact_whatever_the_terminals_encoding(gpt2):
+    _, path = gpt2
+    command = [sys.executable, "-m", "minigpt_tui.cli", "inspect", "café", "--init", str(path), "--json"]
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run(command, capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "".join(json.loads(done.stdout)["tokens"]) == "café"

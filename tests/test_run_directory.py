@@ -11,7 +11,7 @@ import pytest
 from helpers import TINY16, of, train
 
 from core.checkpoint import load_checkpoint
-from core.events import Failed, Finished, StepDone
+from core.events import EarlierRunSetAside, Failed, Finished, StepDone
 from core.fileio import DirectoryLocked, RunDirectoryLock
 from core.run import TrainingRun
 from minigpt_tui import cli
@@ -75,8 +75,8 @@ def test_a_new_run_never_replaces_an_earlier_runs_checkpoints_unasked(short_trai
     assert isinstance(failed, Failed) and not of(events, StepDone)
     assert failed.message == (
         f"{earlier_run} holds an earlier run's last.pt and best.pt: continue that run with --resume "
-        f"{earlier_run / 'last.pt'}, start over in its place with --overwrite (its files are replaced), or choose "
-        "another --out"
+        f"{earlier_run / 'last.pt'}, start over in its place with --overwrite (its files are moved into "
+        f"{earlier_run / 'replaced-'}DATE-TIME), or choose another --out"
     )
     assert {name: (earlier_run / name).read_bytes() for name in before} == before
 
@@ -97,15 +97,31 @@ def test_the_command_refuses_it_in_one_line(earlier_run, short_corpus):
         assert done.stderr.splitlines() == [
             f"minigpt-tui: error: {earlier_run} holds an earlier run's last.pt and best.pt: continue that run "
             f"with --resume {earlier_run / 'last.pt'}, start over in its place with --overwrite (its files are "
-            "replaced), or choose another --out"
+            f"moved into {earlier_run / 'replaced-'}DATE-TIME), or choose another --out"
         ]
 
 
-@pytest.mark.parametrize(("answer", "resume", "overwrite"), [("r", True, None), ("n\n", None, True)])
-def test_the_app_asks_whether_to_resume_or_start_over(earlier_run, monkeypatch, capsys, answer, resume, overwrite):
+def answering(monkeypatch, *answers):
+    """The terminal's user types these answers, one per question; then the input ends (EOF)."""
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
-    monkeypatch.setattr("builtins.input", lambda prompt: answer)
+    typed = iter(answers)
+
+    def answer(prompt):
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", answer)
+
+
+@pytest.mark.parametrize(
+    ("answers", "resume", "overwrite"),
+    [(["r"], True, None), (["n\n"], None, True), (["RESUME"], True, None), (["no", "nope", " new "], None, True)],
+)
+def test_the_app_asks_whether_to_resume_or_start_over(earlier_run, monkeypatch, capsys, answers, resume, overwrite):
+    answering(monkeypatch, *answers)
     args = cli.build_parser().parse_args(["--out", str(earlier_run)])
     cli.ask_about_earlier_run(cli.build_parser(), args)
     assert f"{earlier_run}/ holds an earlier run (last.pt: 5 steps, to epoch 1)" in capsys.readouterr().out
@@ -113,10 +129,42 @@ def test_the_app_asks_whether_to_resume_or_start_over(earlier_run, monkeypatch, 
     assert args.overwrite == overwrite
 
 
-def test_quitting_at_the_question_starts_nothing(earlier_run, monkeypatch):
-    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
-    monkeypatch.setattr("builtins.input", lambda prompt: "q")
+@pytest.mark.parametrize("answers", [["q"], ["quit"], ["no", "never"], []], ids=["q", "quit", "no-never-EOF", "EOF"])
+def test_quitting_at_the_question_starts_nothing(earlier_run, monkeypatch, capsys, answers):
+    """Only r/n/q or resume/new/quit count: "no" or "never" ask again (they are not "new"), and the end of the
+    input quits."""
+    answering(monkeypatch, *answers)
     with pytest.raises(SystemExit) as exit_:
         cli.ask_about_earlier_run(cli.build_parser(), argparse.Namespace(out=str(earlier_run)))
     assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.count("type r (resume), n (new) or q (quit)") == sum(a in ("no", "never") for a in answers)
+
+
+def test_a_new_run_moves_every_file_of_the_earlier_run_aside(short_train_cfg, earlier_run):
+    """--overwrite (or "new") keeps the earlier run whole in a dated subdirectory; the new run shorter than one
+    evaluation has no best.pt, and says so, instead of showing the earlier run's as its own."""
+    names = sorted(p.name for p in earlier_run.iterdir() if p.name != ".lock")
+    assert {"last.pt", "best.pt", "metrics.jsonl", "status.json"} <= set(names)
+    before = {name: (earlier_run / name).read_bytes() for name in names}
+    _, events = train(replace(short_train_cfg, out_dir=str(earlier_run), max_steps=3, eval_freq=50, overwrite=True))
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    [moved] = of(events, EarlierRunSetAside)
+    aside = Path(moved.moved_to)
+    assert aside.parent == earlier_run and aside.name.startswith("replaced-")
+    assert {name: (aside / name).read_bytes() for name in names} == before
+    assert not (earlier_run / "best.pt").exists() and "best" not in finished.outputs
+    assert load_checkpoint(earlier_run / "last.pt")["progress"]["global_step"] == 3
+
+
+def test_the_command_says_where_the_earlier_run_went(earlier_run, short_corpus):
+    command = [sys.executable, "-m", "minigpt_tui.cli", "train", "--preset", "tiny", "--data", str(short_corpus)]
+    command += ["--context-length", "16", "--max-steps", "1", "--device", "cpu", "--overwrite"]
+    done = subprocess.run([*command, "--out", str(earlier_run)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [aside] = earlier_run.glob("replaced-*")
+    assert "Moved the earlier run's config.json, metrics.jsonl, samples.txt, loss_plot.png, last.pt, best.pt, " in (
+        done.stdout
+    )
+    assert f"into {aside}\n" in done.stdout and (aside / "best.pt").exists()
