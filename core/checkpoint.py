@@ -255,6 +255,8 @@ POSITIVE = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers") + 
     "eval_freq",
     "eval_batches",
     "save_every",
+    "sample_every",
+    "log_every",
 )
 
 

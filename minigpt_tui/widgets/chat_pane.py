@@ -76,6 +76,8 @@ class ExchangeView(Vertical):
 class ChatPane(Vertical):
     """Prompts go to a `ChatEngine` running on a thread worker; its replies stream into the conversation."""
 
+    ALLOW_MAXIMIZE = True  # m shows it on the whole screen, for replies that are code
+
     def __init__(self, hint: str | Text, **kwargs) -> None:
         """`hint`: what the empty conversation says (how to start)."""
         super().__init__(**kwargs)
