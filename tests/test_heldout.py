@@ -112,3 +112,15 @@ def test_the_standard_error_is_written_to_metrics_and_left_out_below_two_batches
     _, events = train(replace(short_train_cfg, epochs=1, eval_batches=1, out_dir=str(tmp_path)), model_cfg=TINY16)
     assert all(e.val_loss_se is None for e in of(events, Evaluated))  # one batch: no spread to measure
     assert "val_loss_se" not in (tmp_path / "metrics.jsonl").read_text()
+
+
+def test_two_processes_measure_the_held_out_text_as_one_does(short_train_cfg, document_corpus, tmp_path):
+    """torchrun: the same held-out windows, however the evaluation's batches are shared out."""
+    from test_distributed import NO_DROPOUT, train_on_two_processes
+
+    cfg = replace(short_train_cfg, data=str(document_corpus), max_steps=5, eval_batches=2, save_every=None)
+    _, one_events = train(replace(cfg, batch_size=2, out_dir=str(tmp_path / "one")), model_cfg=NO_DROPOUT)
+    [one] = of(one_events, Evaluated)
+    first, _ = train_on_two_processes(replace(cfg, batch_size=1, out_dir=str(tmp_path / "two")), tmp_path)
+    [[step, train_loss, val_loss]] = first["evaluations"]
+    assert (step, train_loss, val_loss) == pytest.approx((5, one.train_loss, one.val_loss), abs=1e-4)
