@@ -48,6 +48,7 @@ class SamplesLog(OptionList):
                 self.run = None
                 self.clear()
                 self.border_subtitle = ""
+                self.remove_class("-next-sample")
 
     def show_next_sample(self, global_step: int) -> None:
         """Say on the lower edge at which step the next sample comes (nothing once the run is through)."""
@@ -56,10 +57,10 @@ class SamplesLog(OptionList):
             return
         length = RunLength(run.epochs, run.steps_per_epoch, run.max_steps)
         step = next_sample_step(global_step, length, run.sample_every)
-        every = f" · every {run.sample_every:,} steps" if run.sample_every else ""
-        subtitle = f"next sample at step {step:,}{every}" if step else ""
+        subtitle = f"next sample at step {step:,}" if step else ""  # a pane 36 columns wide at 100
         if subtitle != self.border_subtitle:
             self.border_subtitle = subtitle
+            self.set_class(bool(subtitle), "-next-sample")
 
     def clear(self) -> None:
         self.samples.clear()

@@ -3,7 +3,7 @@ error, when the next sample comes, a pane maximized, and a seed in the chat's sa
 
 from textual.app import App
 from textual.widgets import ProgressBar
-from tui_helpers import wait_for
+from tui_helpers import screen_text, wait_for
 
 from core.events import Evaluated, RunStarted, StepDone
 from minigpt_tui.chat import Sampling
@@ -53,10 +53,10 @@ async def test_the_samples_pane_says_when_the_next_sample_comes():
     async with app.run_test() as pilot:
         app.show(STARTED)
         samples = app.query_one(SamplesLog)
-        assert samples.border_subtitle == "next sample at step 50 · every 50 steps"
+        assert samples.border_subtitle == "next sample at step 50"
         app.show(STEP_30, StepDone(**{**STEP_30.__dict__, "step": 290, "global_step": 290}))
         await pilot.pause()
-        assert samples.border_subtitle == "next sample at step 300 · every 50 steps"  # the run's end
+        assert samples.border_subtitle == "next sample at step 300"  # the run's end
 
 
 async def test_m_shows_the_chat_on_the_whole_screen_and_back(make_app):
@@ -76,3 +76,11 @@ def test_a_seeded_sampling_setting_is_typed_kept_and_named():
     assert sampling == Sampling(temperature=0.8, max_new_tokens=50, seed=7)
     assert str(sampling) == "temperature 0.8 · seed 7 · up to 50 tokens"
     assert parse({"temperature": "1", "top_k": "", "top_p": "", "max_new_tokens": "5", "seed": ""}).seed is None
+
+
+async def test_the_app_shows_the_next_sample_step_under_the_samples(make_app):
+    app = make_app(paused=True, sample_every=3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.query_one(SamplesLog).run is not None, "the run to start")
+        await pilot.pause()
+        assert "next sample at step 3" in screen_text(app)
