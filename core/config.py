@@ -1,6 +1,29 @@
 """Configuration: the model's shape (GPTConfig), its named presets, and the training settings (TrainConfig)."""
 
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+# The names the command line offers live here, free of torch, so that --help and bad flags answer at once.
+HUB_MODELS = {
+    "gpt2": "openai-community/gpt2",  # 124M parameters
+    "gpt2-medium": "openai-community/gpt2-medium",  # 355M
+    "gpt2-large": "openai-community/gpt2-large",  # 774M
+    "gpt2-xl": "openai-community/gpt2-xl",  # 1.6B
+}
+DTYPE_NAMES = ("float32", "bfloat16")  # core.precision's dtypes
+# Corpora up to this size (all their files together) are read into memory and tokenized at each start: at ~4
+# bytes a token, 10 MB is ~2.5M tokens, which takes a few seconds to tokenize and a few hundred MB while it is
+# done. Larger ones go through the token cache (core/token_cache.py).
+LARGE_CORPUS_BYTES = 10_000_000
+CACHE_DIR_ENV = "MINIGPT_TUI_TOKEN_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """$MINIGPT_TUI_TOKEN_CACHE, else minigpt-tui/tokens in the user's cache directory ($XDG_CACHE_HOME or ~/.cache)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minigpt-tui" / "tokens"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """The training command's flags (`minigpt-tui`, `minigpt-tui train`, `python -m core.train`) and the model and
-training configs they ask for. What a resumed run may change is core/resume.py's business."""
+training configs they ask for. What a resumed run may change is core/resume.py's business.
+
+Building the parser imports nothing of torch, so that --help and bad flags answer at once; the checks that
+need torch (a checkpoint, pretrained weights, a device) import it when they run."""
 
 import argparse
 import math
@@ -7,18 +10,24 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from core.checkpoint import CheckpointError, load_checkpoint, model_config_from, train_config_from
-from core.config import PRESETS, GPTConfig, TrainConfig, describe, preset, preset_name
-from core.data import LARGE_CORPUS_BYTES
-from core.precision import DTYPES
-from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
+from core.config import (
+    CACHE_DIR_ENV,
+    DTYPE_NAMES,
+    HUB_MODELS,
+    LARGE_CORPUS_BYTES,
+    PRESETS,
+    GPTConfig,
+    TrainConfig,
+    default_cache_dir,
+    describe,
+    preset,
+    preset_name,
+)
 from core.resume import ResumeRefused, check_model_shape, flag, resumed_config
 from core.resume import help_text as resume_help
-from core.run import resolve_device
 from core.schedule import SCHEDULES
 from core.shape import add_shape_args, flag_names, shape_overrides, shape_problem
 from core.tensorboard import TensorBoardMissing, tensorboard_available
-from core.token_cache import CACHE_DIR_ENV, default_cache_dir
 
 DEFAULT_PRESET = "gpt2-124m"
 
@@ -146,7 +155,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
     parser.add_argument(
         "--dtype",
-        choices=["auto", *DTYPES],
+        choices=["auto", *DTYPE_NAMES],
         help="precision of the forward pass (autocast); auto: bfloat16 on a GPU that has it, else float32",
     )
     parser.add_argument(
@@ -212,6 +221,8 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     """The model and training configs the flags ask for; impossible requests end the program (exit 2), and so
     do a --resume checkpoint or --init weights that cannot be used (exit 1). Sets `args.preset` to the model's
     preset name."""
+    from core.run import resolve_device
+
     given = {
         "epochs": args.epochs,
         "max_steps": args.max_steps,
@@ -305,6 +316,8 @@ def _check_schedule_and_extras(parser: argparse.ArgumentParser, cfg: TrainConfig
 
 def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context_length: int | None) -> GPTConfig:
     """The config of the --init weights (downloading them the first time), cropped to --context-length."""
+    from core.pretrained import PretrainedError, pretrained_config
+
     try:
         cfg = pretrained_config(init)
     except PretrainedError as e:
@@ -326,6 +339,8 @@ def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context
 
 def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict, shape: dict):
     """The checkpoint's configs, with the changes the flags ask for if core/resume.py allows them."""
+    from core.checkpoint import CheckpointError, load_checkpoint, model_config_from, train_config_from
+
     path = args.resume
     try:
         ckpt = load_checkpoint(path, mmap=True)  # mmap: only the configs are read here, not gigabytes of weights

@@ -10,14 +10,9 @@ import signal
 import sys
 import time
 
-import torch
-
 from core.control import TrainingControl
 from core.events import EpochSampled, Evaluated, Failed, FilesSkipped, HealthNotice, RunStarted, StepDone, Tokenizing
-from core.precision import compute_dtype
 from core.resume import plural
-from core.run import TrainingRun
-from core.throughput import flops_per_token, matmul_peak, step_line
 
 
 class LogPrinter:
@@ -49,8 +44,7 @@ class LogPrinter:
                 f"{_length(event)}{f', resuming after step {event.start_step}' if event.start_step else ''}"
             )
             if self.log_every and self.flops_per_token:
-                device = torch.device(event.device)
-                self.peak_flops = matmul_peak(device, compute_dtype(self.dtype, device)) * event.world_size
+                self.peak_flops = _peak_flops(event, self.dtype)
         elif isinstance(event, StepDone):
             if self.log_every and event.global_step % self.log_every == 0 and event.step_s > 0:
                 mfu = None
@@ -93,6 +87,23 @@ class LogPrinter:
 
     def _print(self, line: str) -> None:
         say(line, self.out)
+
+
+def _peak_flops(event: RunStarted, dtype: str) -> float:
+    """The matrix-product peak of all the run's devices together (core/throughput.py)."""
+    import torch  # here: the command line's --help must not wait for torch
+
+    from core.precision import compute_dtype
+    from core.throughput import matmul_peak
+
+    device = torch.device(event.device)
+    return matmul_peak(device, compute_dtype(dtype, device)) * event.world_size
+
+
+def step_line(global_step: int, loss: float, step_s: float, tokens: int, mfu: float | None) -> str:
+    """The per-step line of --log-every, as nanoGPT prints it: `step 100: loss 2.3100, time 45ms, ...`."""
+    line = f"step {global_step}: loss {loss:.4f}, time {step_s * 1000:.0f}ms, {tokens / step_s:,.0f} train tok/s"
+    return line if mfu is None else f"{line}, mfu {mfu:.1%}"
 
 
 def _devices(event: RunStarted) -> str:
@@ -152,6 +163,9 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
     Under torchrun every process gets the signal (torchrun passes it on); they stop at the same step, and only
     the first one (rank 0) prints, except errors, which each process reports.
     """
+    from core.run import TrainingRun  # torch: not for the command line's --help, which calls tolerant_output
+    from core.throughput import flops_per_token
+
     tolerant_output()
     control = TrainingControl()
     caught = []

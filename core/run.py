@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.checkpoint import load_checkpoint
-from core.config import GPTConfig, TrainConfig
+from core.config import CACHE_DIR_ENV, GPTConfig, TrainConfig, default_cache_dir
 from core.control import TrainingControl
 from core.data import (
     DEFAULT_CORPUS,
@@ -47,7 +47,7 @@ from core.plotting import save_loss_plot
 from core.precision import allow_tf32
 from core.pretrained import load_pretrained
 from core.tensorboard import TensorBoardMissing, TensorBoardWriter
-from core.token_cache import CACHE_DIR_ENV, cache_path, default_cache_dir, load_tokens, tokenize_files
+from core.token_cache import cache_path, load_tokens, tokenize_files
 from core.trainer import Trainer, TrainingError, make_optimizer
 
 

@@ -42,9 +42,3 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, repeat
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def step_line(global_step: int, loss: float, step_s: float, tokens: int, mfu: float | None) -> str:
-    """The per-step line of --log-every, as nanoGPT prints it: `step 100: loss 2.3100, time 45ms, ...`."""
-    line = f"step {global_step}: loss {loss:.4f}, time {step_s * 1000:.0f}ms, {tokens / step_s:,.0f} train tok/s"
-    return line if mfu is None else f"{line}, mfu {mfu:.1%}"

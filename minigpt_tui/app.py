@@ -16,7 +16,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.drivers.web_driver import WebDriver
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane
 
 from core.config import TrainConfig
 from core.events import (
@@ -44,6 +44,7 @@ from minigpt_tui.text import compact
 from minigpt_tui.web_driver import ServedDriver
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.inspect_pane import InspectPane
+from minigpt_tui.widgets.key_footer import KeyFooter
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import ENDED
 
@@ -77,9 +78,23 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("f1,question_mark", "help", "Help", tooltip="Show this list of keys"),
         Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the chart's log-scale y axis"),
         Binding("v", "next_chart_view", "View", tooltip="Chart: loss, learning rate, gradient norm, tokens/s in turn"),
-        Binding("e", "toggle_smoothing", "Smooth", show=False, tooltip="Toggle the smoothed (EMA) train loss line"),
+        Binding(
+            "e",
+            "toggle_smoothing",
+            "Smooth",
+            show=False,
+            tooltip="Chart: toggle the smoothed (EMA) train loss (Inspect tab: edit the text)",
+        ),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
-        Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
+        # A priority key: it runs as it arrives, before the keys typed after it are passed on (see action_sampling).
+        Binding(
+            "ctrl+o",
+            "sampling",
+            "Sampling",
+            show=False,
+            priority=True,
+            tooltip="Change how the chat samples its replies",
+        ),
         Binding(
             "m", "toggle_maximize", "Maximize", show=False, tooltip="Show the tab's pane on the whole screen, or back"
         ),
@@ -119,7 +134,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
                     yield ChatPane(self.source.chat_hint(None), id="chat")
                 with TabPane("Inspect", id="inspect-tab"):
                     yield InspectPane(TrainConfig.sample_prompt, id="inspect")
-        yield Footer(compact=True)
+        yield KeyFooter(compact=True)
 
     def views(self) -> list:
         """The panels that show the run: each takes every event in `show_event`. A new view goes here."""
@@ -215,6 +230,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
             return parameters[0] == NEXT_TAB[self.query_one("#side", TabbedContent).active]
         if action == "stop_reply":
             return self.query_one(ChatPane).busy
+        if action == "sampling":  # (a priority key: it would open the settings over themselves)
+            return not isinstance(self.screen, SamplingScreen)
         return True
 
     def give_chat_weights(self) -> None:
@@ -318,6 +335,14 @@ class MiniGPTApp(App[Finished | Failed | None]):
         self.notify(event.message, title="Training failed", severity="error", timeout=30, markup=False)
 
     # Actions: keys, the command palette and the help screen all come here.
+
+    async def run_palette_command(self, action: str) -> None:
+        """A command chosen in the palette. The palette gives focus back to where it was opened from: not to the
+        Inspect tab's text box, where the next keys (t t) would type."""
+        inspect = self.query_one(InspectPane)
+        if inspect.check_action("leave_text", ()):
+            inspect.action_leave_text()
+        await self.run_action(action)
 
     def action_pause(self) -> None:
         self.source.control.pause()
@@ -450,15 +475,19 @@ class MiniGPTApp(App[Finished | Failed | None]):
             else "Replies shown plain."
         )
 
-    def action_sampling(self) -> None:
+    async def action_sampling(self) -> None:
         chat = self.query_one(ChatPane)
 
         def apply(sampling) -> None:
-            if sampling is not None:
+            if sampling is None:
+                self.notify(f"Sampling unchanged: {chat.sampling}", markup=False)
+            else:
                 chat.set_sampling(sampling)
                 self.notify(f"Replies from now on: {sampling}", markup=False)
 
-        self.push_screen(SamplingScreen(chat.sampling), apply)
+        # Awaited: the keys typed right after ctrl+o wait until its first field has focus, instead of going to
+        # the prompt box behind it while it is built (on a busy machine, for a second).
+        await self.push_screen(SamplingScreen(chat.sampling), apply)
 
     def action_save_conversation(self) -> None:
         exchanges = self.query_one(ChatPane).exchanges

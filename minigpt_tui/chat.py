@@ -20,8 +20,9 @@ from textual.message import Message
 from core.checkpoint import CheckpointError
 from core.events import Position
 from core.fileio import atomic_write
-from core.generate import END_OF_TEXT_ID, check_sampling, generate, prepare_prompt
+from core.generate import END_OF_TEXT_ID, generate, prepare_prompt
 from core.model import GPTModel
+from core.sampling import check_sampling
 from core.snapshot import inference_model, snapshot
 from core.tokenizer import decode_stream, encode, token_pieces
 from core.trainer import Trainer

@@ -1,25 +1,20 @@
 """The `minigpt-tui` command: the training app by default, and the train, generate, inspect, export and serve
-subcommands."""
+subcommands.
+
+The arguments are parsed before torch or Textual loads (a few seconds on a busy machine): `--help` and bad flags
+answer at once, and each command imports what it runs.
+"""
 
 import argparse
 import sys
 from pathlib import Path
 
-from core.checkpoint import CheckpointError, load_checkpoint, load_model
-from core.config import TrainConfig, preset_name
-from core.distributed import from_environment
-from core.events import Failed, Finished
-from core.export import EXPORTED_FILES, export_hf
+from core.config import DTYPE_NAMES, HUB_MODELS, TrainConfig
 from core.flags import add_training_args, configs_from_args, positive
-from core.generate import check_sampling, generate, prepare_prompt
-from core.headless import run_headless, tolerant_output
-from core.precision import DTYPES, inference_dtype
-from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
-from core.run import RunOutputs, resolve_device
-from core.tokenizer import decode_stream, encode
-from minigpt_tui.inspect_command import add_inspect_command, inspect_main
+from core.sampling import check_sampling
+from minigpt_tui.inspect_command import add_inspect_command
 
-CHAT_DTYPES = ["auto", *DTYPES]
+CHAT_DTYPES = ["auto", *DTYPE_NAMES]
 
 
 def sampling_setting(name: str, kind: type):
@@ -195,6 +190,12 @@ def refuse_other_flags(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from core.checkpoint import CheckpointError, load_model
+    from core.generate import generate, prepare_prompt
+    from core.precision import inference_dtype
+    from core.pretrained import PretrainedError, load_pretrained
+    from core.tokenizer import decode_stream, encode
+
     refuse_other_flags(parser, args, "generate", GENERATE_FLAGS)
     if bool(args.chat_checkpoint) == bool(args.init):
         parser.error("the generate command needs one of --checkpoint PATH or --init WEIGHTS")
@@ -225,6 +226,10 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from core.checkpoint import CheckpointError, load_model
+    from core.export import EXPORTED_FILES, export_hf
+    from core.pretrained import PretrainedError
+
     # --overwrite is export's own too (replace an earlier export), wherever it stands.
     others = [
         option(name) for name in sorted(training_dests() - {"overwrite"}) if getattr(args, name, None) is not None
@@ -303,14 +308,21 @@ def serve_training_argv(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.headless import tolerant_output
+
     tolerant_output()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None and from_environment().enabled:
-        parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
+    if args.command is None:
+        from core.distributed import from_environment
+
+        if from_environment().enabled:
+            parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
     if args.command == "generate":
         return generate_main(parser, args)
     if args.command == "inspect":
+        from minigpt_tui.inspect_command import inspect_main
+
         refuse_other_flags(parser, args, "inspect", INSPECT_FLAGS)
         return inspect_main(parser, args)
     if args.command in ("export", "serve") and (args.attach or args.chat_checkpoint):
@@ -330,8 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         if args.chat_dtype:
             parser.error("--chat-dtype sets the precision of the app's chat; the train command has no chat")
+        from core.headless import run_headless
+
         return run_headless(args.preset, model_cfg, train_cfg)
-    from minigpt_tui.sources import LiveRun  # Textual loads only for the app
+    from minigpt_tui.sources import LiveRun
 
     return tui_main(LiveRun(model_cfg, train_cfg, args.preset), args.chat_dtype)
 
@@ -345,9 +359,12 @@ def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         "opens the app for chat only",
         "to continue training from a checkpoint, use --resume",
     )
-    device = device_or_error(parser, args.device or "auto")
-    from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # Textual loads only for the app
+    from core.checkpoint import CheckpointError
+    from core.config import preset_name
+    from minigpt_tui.opened_checkpoint import OpenedCheckpoint
     from minigpt_tui.sources import OpenedRun
+
+    device = device_or_error(parser, args.device or "auto")
 
     print(f"Loading {args.chat_checkpoint}...", file=sys.stderr)
     try:
@@ -367,7 +384,7 @@ def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     if run_dir.exists() and not run_dir.is_dir():
         parser.error(f"--attach {run_dir}: is not a directory (give the run's output directory, its --out)")
     device = device_or_error(parser, args.device or "cpu")
-    from minigpt_tui.sources import FollowedRun  # Textual loads only for the app
+    from minigpt_tui.sources import FollowedRun
 
     return tui_main(FollowedRun(run_dir, str(device), args.out), args.chat_dtype)
 
@@ -376,6 +393,9 @@ def ask_about_earlier_run(parser: argparse.ArgumentParser, args: argparse.Namesp
     """The app started again where an earlier run left its checkpoints (plain `minigpt-tui`, twice): ask, before
     the app opens, whether to continue that run or start over in its place; sets --resume or --overwrite. Without
     a terminal to ask on, it is refused as `minigpt-tui train` refuses it."""
+    from core.checkpoint import CheckpointError, load_checkpoint
+    from core.run import RunOutputs
+
     outputs = RunOutputs(args.out or TrainConfig.out_dir)
     earlier = outputs.earlier_checkpoints()
     if not earlier:
@@ -419,6 +439,8 @@ def option(dest: str) -> str:
 
 
 def device_or_error(parser: argparse.ArgumentParser, name: str):
+    from core.run import resolve_device
+
     try:
         return resolve_device(name)
     except ValueError as e:
@@ -429,7 +451,8 @@ def tui_main(source, chat_dtype: str | None = None) -> int:
     """Run the app on a `minigpt_tui.sources.RunSource`, its chat in `chat_dtype` (--chat-dtype; default auto).
     The exit status: 1 for a failed run or a crash of the app itself, 128 + the signal for a signal (as
     headless), else 0."""
-    from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
+    from core.events import Failed, Finished
+    from minigpt_tui.app import MiniGPTApp
 
     source.chat_dtype = chat_dtype or "auto"
     app = MiniGPTApp(source)

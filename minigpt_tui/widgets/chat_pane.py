@@ -29,14 +29,15 @@ def probability_legend() -> Text:
     return legend
 
 
-def tinted(pieces: list[tuple[str, float]]) -> Text:
-    """Generated text, each token coloured by the probability the model gave it. Each span carries its token
-    and probability as style metadata (`token`, `probability`), for the mouse to show."""
+def tinted(pieces: list[tuple[str, float]]) -> Content:
+    """Generated text, each token coloured by the probability the model gave it, its whitespace marked as
+    untinted (`visible`). Each span carries its token and probability as style metadata (`token`,
+    `probability`), for the mouse to show."""
     text = Text()
     for piece, prob in pieces:
         colour = next(colour for floor, colour in PROBABILITY_TINTS if prob >= floor)
         text.append(printable(piece), style=Style(color=colour, meta={"token": piece, "probability": prob}))
-    return text
+    return visible(Content.from_rich_text(text))
 
 
 class ExchangeView(Vertical):
@@ -60,7 +61,7 @@ class ExchangeView(Vertical):
         self.query_one(".exchange-status", Static).update(Text(exchange.status()))
         text = [Content.styled(printable(exchange.prompt), "bold"), visible(exchange.reply)]
         if self.tint and exchange.token_probabilities and not exchange.in_progress:
-            text[1] = Content.from_rich_text(tinted(exchange.token_probabilities))
+            text[1] = tinted(exchange.token_probabilities)
         if exchange.reply and not exchange.reply.strip() and not exchange.in_progress:
             text.append(Content.styled("  (whitespace only)", "dim italic"))
         self.query_one(".exchange-text", Static).update(Content.assemble(*text))

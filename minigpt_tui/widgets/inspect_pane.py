@@ -76,9 +76,11 @@ class InspectPane(Vertical, can_focus=True):
         Binding("left_square_bracket", "head(-1)", "Head", key_display="[]", tooltip="The previous / next head"),
         Binding("right_square_bracket", "head(1)", "Head", show=False),
         Binding("m", "mean", "Mean", tooltip="The mean over the heads, or back to one head"),
-        Binding("e", "edit", "Edit text", tooltip="Type another text to inspect (Enter inspects it)"),
+        Binding("e", "edit", "Edit text", tooltip="Type another text to inspect (Enter inspects it, Esc leaves)"),
         Binding("f", "follow", "Follow", tooltip="Follow the latest weights at each evaluation, or hold these"),
         Binding("r", "refresh_weights", "Refresh", tooltip="Take the latest weights now"),
+        # While the text box has focus, letters type (the footer hides their keys): the footer shows this one.
+        Binding("escape", "leave_text", "Leave text", tooltip="Leave the text box, keeping the text inspected"),
     ]
 
     def __init__(self, text: str, **kwargs) -> None:
@@ -175,6 +177,15 @@ class InspectPane(Vertical, can_focus=True):
         self.edited = True
         self.select(text=event.value, position=-1)
         self.focus()
+
+    def action_leave_text(self) -> None:
+        self.query_one(InspectText).value = self.selection.text
+        self.focus()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "leave_text":  # elsewhere in the tab, Esc is the app's (it stops the chat's reply)
+            return self.query_one(InspectText).has_focus
+        return True
 
     def select(self, **changes) -> None:
         self.selection = replace(self.selection, **changes)

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-from textual.widgets import ProgressBar
+import pytest
+from textual.widgets import Footer, ProgressBar
+from textual.widgets._footer import FooterKey
 from tui_helpers import record_notifications, screen_text, wait_for
 
 import core.data
@@ -240,3 +242,25 @@ async def test_the_layout_fits_80_by_24(make_app):
             assert region.area > 0 and screen.contains_region(region), widget.__name__
         assert app.query_one("#conversation").size.height >= 8
         assert "greedy · up to 50 tokens" in screen_text(app)
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120])
+async def test_the_footer_shows_whole_keys_and_the_palette_key_in_every_tab(make_app, columns):
+    app = make_app(paused=True)
+    async with app.run_test(size=(columns, 30)) as pilot:
+        steps = [
+            ("samples", []),
+            ("chat", ["t"]),
+            ("prompt box", ["i"]),
+            ("inspect", ["tab", "x"]),
+            ("its text", ["e"]),
+        ]
+        footer = app.screen.query_one(Footer)
+        palette_key = lambda: footer.query(".-command-palette")  # noqa: E731 (the footer is composed again)
+        for place, keys in steps:
+            await pilot.press(*keys)
+            await wait_for(pilot, palette_key, "the footer")
+            shown, palette = list(footer.query(FooterKey)), palette_key().first()
+            assert all(key.region.right <= palette.region.x for key in shown if key is not palette), place
+            line = screen_text(app).splitlines()[-1]
+            assert line.rstrip().endswith("▏^p palette"), place  # nothing after it

@@ -33,3 +33,13 @@ def record_notifications(app) -> list[str]:
 def title(app) -> str:
     """The run panel's title in full: on screen a long temp path would be cut off at the terminal's width."""
     return str(app.query_one("#run").border_title)
+
+
+async def palette_command(pilot, query: str) -> None:
+    """Open the command palette, type `query`, wait for what it finds (it searches in the background), and run
+    the first command found."""
+    await pilot.press("ctrl+p", *query)
+    found = lambda: pilot.app.screen.query("CommandList") and pilot.app.screen.query_one("CommandList").option_count  # noqa: E731
+    await wait_for(pilot, found, f"the palette to find {query!r}")
+    await pilot.press("enter")
+    await pilot.pause()
