@@ -26,6 +26,10 @@ MAY_CHANGE = {
     "tensorboard": "",
     "sample_prompt": "",
     "sample_tokens": "",
+    "sample_every": "",
+    "log_every": "",
+    "include": "as long as it picks the same files",
+    "skip_unreadable": "as long as the same files are left",
 }
 # Where and how fast the run computes belongs to the machine it continues on, not to the run: these may change
 # too, and default to TrainConfig's defaults, not to the checkpoint's.
@@ -34,8 +38,9 @@ MACHINE_SETTINGS = ("device", "dtype", "compile", "token_cache", "overwrite")
 # A resumed run must keep these: they fix the data order and the position in it, or the shape of the
 # learning-rate schedule.
 KEPT = ("batch_size", "seed", "lr_schedule", "warmup_steps", "min_lr")
-# The model's shape: `--preset` and `--context-length`, checked against the checkpoint's GPTConfig.
-MODEL_SHAPE = ("preset", "context_length")
+# The model's shape: `--preset`, `--context-length` and the shape flags (core/shape.py), checked against the
+# checkpoint's GPTConfig.
+MODEL_SHAPE = ("preset", "context_length", "n_layers", "n_heads", "emb_dim", "dropout", "qkv_bias", "tie_weights")
 
 
 class ResumeRefused(ValueError):

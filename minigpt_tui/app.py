@@ -284,7 +284,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
 
     def run_started(self, event: RunStarted) -> None:
         self.steps_per_epoch = event.steps_per_epoch
-        self.show_title(f"{compact(event.num_params)} parameters", event.shape, event.device)
+        self.show_title(f"{compact(event.num_params)} parameters", event.device, event.shape)
         if self.reported_state == "starting":
             self.reported_state = "running"
         self.show_state()
