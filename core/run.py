@@ -268,7 +268,7 @@ def _metrics_line(record: dict) -> str:
     return json.dumps(finite) + "\n"
 
 
-# Each sample in samples.txt starts with this line; `--attach` (minigpt_tui/run_files.py) reads them back by it.
+# Each sample in samples.txt starts with this line; `--attach` (core/run_files.py) reads them back by it.
 SAMPLE_HEADER = "--- epoch {epoch} (step {global_step})"
 SAMPLE_HEADER_PATTERN = re.compile(r"--- epoch (\d+) \(step (\d+)\)")  # SAMPLE_HEADER, read back
 

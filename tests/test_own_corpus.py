@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 from helpers import of, train
-from minigpt_tui.run_files import RunFollower
+from core.run_files import RunFollower
 
 from core.checkpoint import load_checkpoint
 from core.config import PRESETS, preset
