@@ -29,7 +29,17 @@ from core.data import (
     token_dataloaders,
 )
 from core.distributed import Distributed, from_environment, process_group
-from core.events import EpochSampled, Evaluated, Failed, Finished, RunStarted, StateChanged, StepDone, Tokenizing
+from core.events import (
+    EpochSampled,
+    Evaluated,
+    Failed,
+    Finished,
+    LayerStats,
+    RunStarted,
+    StateChanged,
+    StepDone,
+    Tokenizing,
+)
 from core.fileio import DirectoryLocked, RunDirectoryLock, atomic_write, remove_leftover_temp_files
 from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
@@ -56,10 +66,11 @@ def resolve_device(name: str) -> torch.device:
 class RunOutputs:
     """The files a run leaves in its output directory.
 
-    Another process can follow a run through them (`minigpt-tui --attach DIR`): metrics.jsonl and samples.txt
-    grow by appended lines; status.json, rewritten atomically whenever the run starts, pauses, resumes or ends,
-    says how the run stands: `state` (starting, running, paused, finished, stopped or failed), `pid` and `host`
-    of the training process, and once it has started `device`, `num_params`, `epochs`, `steps_per_epoch`,
+    Another process can follow a run through them (`minigpt-tui --attach DIR`): metrics.jsonl, samples.txt and
+    layers.jsonl (the layer statistics, one `LayerStats.record()` a line: docs/layers.md) grow by appended lines;
+    status.json, rewritten atomically whenever the run starts, pauses, resumes or ends, says how the run stands:
+    `state` (starting, running, paused, finished, stopped or failed), `pid` and `host` of the training process,
+    and once it has started `device`, `num_params`, `epochs`, `steps_per_epoch`,
     `start_step`; `progress` (epoch, step, global_step, tokens_seen, elapsed_s, tokens_per_s, as in StepDone)
     where it stood at that moment; `message` when it failed.
     """
@@ -69,6 +80,7 @@ class RunOutputs:
         self.config = self.dir / "config.json"
         self.metrics = self.dir / "metrics.jsonl"
         self.samples = self.dir / "samples.txt"
+        self.layers = self.dir / "layers.jsonl"
         self.plot = self.dir / "loss_plot.png"
         self.checkpoint = self.dir / "last.pt"
         self.best = self.dir / "best.pt"
@@ -118,6 +130,7 @@ class RunOutputs:
         train_cfg: TrainConfig,
         history: Iterable[dict] = (),
         samples: Iterable[EpochSampled] = (),
+        layer_stats: Iterable[dict] = (),
     ) -> None:
         """Create the directory and start the run's files, so an unwritable place fails before any training.
 
@@ -134,6 +147,8 @@ class RunOutputs:
                 f.write("".join(_metrics_line(record) for record in history).encode())
             with atomic_write(self.samples) as f:
                 f.write("".join(_sample_entry(event) for event in samples).encode())
+            with atomic_write(self.layers) as f:
+                f.write("".join(_metrics_line(record) for record in layer_stats).encode())
             self.plot.unlink(missing_ok=True)  # an earlier plot would mislead; the run draws its own
             self._write_status(state="starting", pid=os.getpid(), host=socket.gethostname())
         except OSError as e:
@@ -144,6 +159,8 @@ class RunOutputs:
             self._append(self.metrics, _metrics_line(event.record()))
         elif isinstance(event, EpochSampled):
             self._append(self.samples, _sample_entry(event))
+        elif isinstance(event, LayerStats):
+            self._append(self.layers, _metrics_line(event.record()))
         elif isinstance(event, StepDone):
             self._last_step = event  # written with the next status change: a file write per step would cost
         elif isinstance(event, RunStarted):
@@ -182,16 +199,24 @@ class RunOutputs:
             "plot": self.plot,
             "metrics": self.metrics,
             "samples": self.samples,
+            "layers": self.layers,
         }
         return {name: str(path) for name, path in paths.items() if path.exists()}
 
 
 def _metrics_line(record: dict) -> str:
-    # Strict JSON: a number that is not finite is written as null (json.dumps would write NaN, which is not JSON).
-    finite = {
-        key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in record.items()
-    }
-    return json.dumps(finite) + "\n"
+    return json.dumps(_strict(record)) + "\n"
+
+
+def _strict(value):
+    """Strict JSON: a number that is not finite becomes null (json.dumps would write NaN, which is not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
 
 
 # Each sample in samples.txt starts with this line; `--attach` (minigpt_tui/run_files.py) reads them back by it.
@@ -264,10 +289,14 @@ class TrainingRun:
             trainer.load_state_dict(checkpoint, str(cfg.resume))
         self.dist.seed_dropout(cfg.seed, trainer.global_step)
         if main:
-            self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
+            self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events(), trainer.layer_history)
             if cfg.tensorboard:
                 self.tensorboard = TensorBoardWriter(
-                    self.outputs.tensorboard, trainer.global_step, trainer.history, trainer.sample_events()
+                    self.outputs.tensorboard,
+                    trainer.global_step,
+                    trainer.history,
+                    trainer.sample_events(),
+                    trainer.layer_history,
                 )
         return trainer
 

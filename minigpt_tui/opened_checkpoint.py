@@ -11,7 +11,7 @@ import torch
 
 from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig
-from core.events import EpochSampled, Evaluated, Position, RunStarted, StepDone
+from core.events import EpochSampled, Evaluated, LayerStats, Position, RunStarted, StepDone
 from core.model import GPTModel
 from core.plotting import epoch_length
 
@@ -40,7 +40,8 @@ class OpenedCheckpoint:
         version = Position.from_trainer(done_epochs, in_epoch, global_step)
         try:
             history = tuple(Evaluated(**record) for record in ckpt.get("history", ()))
-        except TypeError:
+            layer_stats = tuple(LayerStats.from_record(record) for record in ckpt.get("layer_stats", ()))
+        except (TypeError, KeyError):
             raise CheckpointError(f"{path}: its metrics history is not one this version understands") from None
         # Recorded since checkpoints have it; an older one tells it only once its run is past its first epoch.
         steps_per_epoch = progress.get("steps_per_epoch") or (
@@ -60,6 +61,7 @@ class OpenedCheckpoint:
             history=history,
             samples=samples,
             sample_prompt=sample_prompt,
+            layer_stats=layer_stats,
         )
         last_step = None
         if progress:
