@@ -242,7 +242,7 @@ class LayerStats(AtPosition):
     logits_rms: float
     logits_max: float
     context_length: int  # T of the forward pass: a head spread evenly over all tokens has entropy near log T - 1
-    histograms: tuple[tuple[str, Histogram], ...] = ()  # ("blocks.0.mlp.fc.weight/grad", ...): for TensorBoard
+    histograms: tuple[tuple[str, Histogram], ...] = ()  # ("grads/blocks.0.mlp.fc.weight", ...): for TensorBoard
 
     def record(self) -> dict:
         record = asdict(self)

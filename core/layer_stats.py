@@ -109,9 +109,9 @@ class Measurement:
                 )
             )
             if self.collector.histograms:
-                histograms.append((f"{name}/weight", histogram(p)))
+                histograms.append((f"weights/{name}", histogram(p)))
                 if name in self.grad_histograms:
-                    histograms.append((f"{name}/grad", self.grad_histograms[name]))
+                    histograms.append((f"grads/{name}", self.grad_histograms[name]))
         self.before.clear()
         blocks, logits_rms, logits_max = self.collector.forward_stats()
         return LayerStats(

@@ -81,7 +81,7 @@ class TensorBoardWriter:
             self.writer.flush()
 
     def _layer_stats(self, event: LayerStats) -> None:
-        """Scalars `layers/<figure>/<tensor or block>`, and histograms `<tensor>/weight` and `<tensor>/grad`."""
+        """Scalars `layers/<figure>/<tensor or block>`, and histograms `weights/<tensor>` and `grads/<tensor>`."""
         step = event.global_step
         for p in event.params:
             for figure in ("weight_rms", "grad_rms", "grad_data", "update_data"):

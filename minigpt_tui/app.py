@@ -72,7 +72,9 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("s", "save_plot", "Save plot", tooltip="Save the loss plot PNG in the output directory"),
         Binding("c", "save_checkpoint", "Checkpoint", tooltip="Save a checkpoint at the next step boundary"),
         Binding("i", "focus_prompt", "Prompt", tooltip="Type a prompt for the model (opens the chat)"),
-        Binding("t", "show_pane('chat-tab')", "Chat", tooltip="Show the next tab: the samples, the chat, inspect"),
+        Binding(
+            "t", "show_pane('chat-tab')", "Chat", tooltip="Show the next tab: the samples, the chat, inspect, layers"
+        ),
         Binding("t", "show_pane('inspect-tab')", "Inspect", tooltip="Show the next tab"),
         Binding("t", "show_pane('layers-tab')", "Layers", tooltip="Show the next tab"),
         Binding("t", "show_pane('samples-tab')", "Samples", tooltip="Show the next tab"),
