@@ -43,8 +43,8 @@ def test_each_figure_of_a_known_step_matches_an_independent_computation(short_tr
         "out_head": "embeddings",
     }
 
-    # The forward pass of the first batch the train loss is evaluated on, written out without the model's code.
-    inputs, _ = next(iter(trainer.train_eval_loader))
+    # The forward pass of the first sequence the train loss is evaluated on, written out without the model's code.
+    inputs = next(iter(trainer.train_eval_loader))[0][:1]
     n_heads = TINY16.n_heads
     with torch.no_grad():
         T = inputs.size(1)
