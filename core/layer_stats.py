@@ -47,8 +47,8 @@ def layer_of(name: str) -> str:
 
 
 def rms(t: torch.Tensor) -> float:
-    # One pass and no temporary tensor: for gpt2-124m the statistics read 162M weights and as many gradients.
-    return float(torch.linalg.vector_norm(t.detach(), dtype=torch.float32)) / math.sqrt(t.numel())
+    # Not linalg.vector_norm: over the 38M numbers of gpt2-124m's embedding its float32 sum drifts in the 5th digit.
+    return float(t.detach().float().pow(2).mean().sqrt())
 
 
 def ratio(numerator: float | None, denominator: float) -> float | None:

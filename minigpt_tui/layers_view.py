@@ -168,7 +168,7 @@ def _against_guide(value: float | None, guide: float) -> Text:
     if value is None:
         return Text("")
     off = value - guide
-    if abs(off) < 1:
+    if abs(off) < 0.5:  # within about 3× of it
         return Text("near", style="green")
     return Text(f"{'↑' if off > 0 else '↓'} {10 ** abs(off):.0f}×", style="yellow" if abs(off) < 2 else "red")
 
