@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
-from core.config import GPTConfig, TrainConfig
+from core.config import TASKS, GPTConfig, TrainConfig
 from core.events import Evaluated
 from core.fileio import atomic_write
+from core.instruct import TEMPLATES
+from core.lora import adapt
 from core.model import GPTModel
 
 # 1: model, model_config, and optimizer, train_config, progress from a training run.
@@ -216,6 +218,11 @@ def train_config_from(ckpt: dict, path: str | Path) -> TrainConfig:
     return _config_from(ckpt, "train_config", TrainConfig, path)
 
 
+def saved_train_config(ckpt: dict, path: str | Path) -> TrainConfig | None:
+    """The training settings the checkpoint records (a weights-only file records none): its task, its LoRA."""
+    return _config_from(ckpt, "train_config", TrainConfig, path) if "train_config" in ckpt else None
+
+
 def check_resumable(ckpt: dict, path: str | Path) -> None:
     """A CheckpointError unless `ckpt` holds the whole training state, as a training run's checkpoint does."""
     if ckpt["format_version"] < 2 or not set(TRAINING_STATE) <= ckpt.keys():
@@ -255,6 +262,8 @@ POSITIVE = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers") + 
     "eval_freq",
     "eval_batches",
     "save_every",
+    "lora_rank",
+    "lora_alpha",
 )
 
 
@@ -269,6 +278,11 @@ def _config_problem(config) -> str | None:
             return f"n_heads {config.n_heads}, which does not divide emb_dim {config.emb_dim}"
         if not 0 <= config.drop_rate < 1:
             return f"drop_rate {config.drop_rate!r}, which must be from 0 up to 1"
+    if isinstance(config, TrainConfig):
+        if config.task not in TASKS:
+            return f"task {config.task!r}, not one of {', '.join(TASKS)}"
+        if config.template not in TEMPLATES:
+            return f"template {config.template!r}, not one of {', '.join(TEMPLATES)}"
     return None
 
 
@@ -308,6 +322,9 @@ def load_model(path: str | Path, device="cpu", mmap: bool = True) -> tuple[GPTMo
     # nothing; assign=True then makes the checkpoint's tensors its parameters instead of copying them in.
     with torch.device("meta"):
         model = GPTModel(cfg)
+        train_cfg = saved_train_config(ckpt, path)
+        if train_cfg is not None:
+            adapt(model, train_cfg, initialise=False)  # the LoRA adapters it trained, if any
     try:
         model.load_state_dict(ckpt["model"], assign=True)
     except (RuntimeError, TypeError, AttributeError) as e:

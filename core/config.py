@@ -1,6 +1,29 @@
 """Configuration: the model's shape (GPTConfig), its named presets, and the training settings (TrainConfig)."""
 
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+# The names the command line offers live here, free of torch, so that --help and bad flags answer at once.
+HUB_MODELS = {
+    "gpt2": "openai-community/gpt2",  # 124M parameters
+    "gpt2-medium": "openai-community/gpt2-medium",  # 355M
+    "gpt2-large": "openai-community/gpt2-large",  # 774M
+    "gpt2-xl": "openai-community/gpt2-xl",  # 1.6B
+}
+DTYPE_NAMES = ("float32", "bfloat16")  # core.precision's dtypes
+# Corpora up to this size (all their files together) are read into memory and tokenized at each start: at ~4
+# bytes a token, 10 MB is ~2.5M tokens, which takes a few seconds to tokenize and a few hundred MB while it is
+# done. Larger ones go through the token cache (core/token_cache.py).
+LARGE_CORPUS_BYTES = 10_000_000
+CACHE_DIR_ENV = "MINIGPT_TUI_TOKEN_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """$MINIGPT_TUI_TOKEN_CACHE, else minigpt-tui/tokens in the user's cache directory ($XDG_CACHE_HOME or ~/.cache)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minigpt-tui" / "tokens"
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,10 @@ def preset(name: str, **overrides) -> GPTConfig:
 def preset_name(cfg: GPTConfig) -> str:
     """The name of the preset `cfg` was made from (whatever its context length), or "custom"."""
     return next((name for name, p in PRESETS.items() if replace(p, context_length=cfg.context_length) == cfg), "custom")
+
+
+TASKS = ("pretrain", "instruct")  # what a run trains the model to do (core/tasks.py)
+TEMPLATE_NAMES = ("alpaca", "phi3")  # --task instruct's prompt templates (core/instruct.py TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -66,3 +93,8 @@ class TrainConfig:
     save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget
     resume: str | None = None  # checkpoint to continue from
     overwrite: bool = False  # a new run may replace the checkpoints an earlier run left in out_dir
+    task: str = "pretrain"  # or "instruct": fine-tune on instruction records (see core/tasks.py)
+    template: str = "alpaca"  # instruct's prompt template (core/instruct.py TEMPLATES)
+    mask_prompt: bool = False  # instruct: the loss ignores the prompt's tokens, learning only the responses
+    lora_rank: int | None = None  # train low-rank adapters of this rank instead of the weights (core/lora.py)
+    lora_alpha: float | None = None  # the adapters' scale is alpha / rank; None = the rank (a scale of 1)

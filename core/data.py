@@ -12,15 +12,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from core.config import LARGE_CORPUS_BYTES
 from core.documents import RECORD_SUFFIXES, CorpusError, is_record_file, read_documents
 from core.tokenizer import ASSETS, END_OF_TEXT, encode
 
 DEFAULT_CORPUS = ASSETS / "the-verdict.txt"  # the same file as the repo's data/the-verdict.txt
 TRAIN_RATIO = 0.9
-# Corpora up to this size (all their files together) are read into memory and tokenized at each start: at ~4
-# bytes a token, 10 MB is ~2.5M tokens, which takes a few seconds to tokenize and a few hundred MB while it is
-# done. Larger ones go through the token cache.
-LARGE_CORPUS_BYTES = 10_000_000
 
 
 CORPUS_SUFFIXES = (".txt", *RECORD_SUFFIXES)

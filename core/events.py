@@ -83,6 +83,7 @@ class RunStarted:
     world_size: int = 1  # training processes (torchrun); this event comes from the first one only
     sample_prompt: str = ""  # what the samples continue
     layer_stats: tuple["LayerStats", ...] = ()  # a resumed run's layer statistics before this session
+    trainable_params: int | None = None  # those the optimizer trains, when not all are (LoRA); None: not told
 
 
 @dataclass(frozen=True, kw_only=True)

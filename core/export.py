@@ -16,6 +16,7 @@ from core.config import GPTConfig
 from core.fileio import atomic_write
 from core.generate import END_OF_TEXT_ID
 from core.hf_tokenizer import tokenizer_files
+from core.lora import merge
 from core.model import GPTModel
 from core.pretrained import INSTALL_EXTRA, PretrainedError, hf_name, is_conv1d
 
@@ -70,8 +71,10 @@ def hf_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
 def export_hf(model: GPTModel, out_dir: str | Path) -> list[Path]:
     """Write the model to `out_dir` as a Hugging Face GPT-2 directory; returns the files written.
 
-    Each file is written atomically, so an interrupted export never leaves a half-written one behind.
+    Each file is written atomically, so an interrupted export never leaves a half-written one behind. LoRA
+    adapters are merged into the weights they adapt: the directory holds a plain GPT-2.
     """
+    model = merge(model)
     try:
         from safetensors.torch import save
     except ImportError:

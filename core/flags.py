@@ -1,5 +1,8 @@
 """The training command's flags (`minigpt-tui`, `minigpt-tui train`, `python -m core.train`) and the model and
-training configs they ask for. What a resumed run may change is core/resume.py's business."""
+training configs they ask for. What a resumed run may change is core/resume.py's business.
+
+Building the parser imports nothing of torch, so that --help and bad flags answer at once; the checks that
+need torch (a checkpoint, pretrained weights, a device) import it when they run."""
 
 import argparse
 import math
@@ -7,19 +10,28 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from core.checkpoint import CheckpointError, load_checkpoint, model_config_from, train_config_from
-from core.config import PRESETS, GPTConfig, TrainConfig, preset, preset_name
-from core.data import LARGE_CORPUS_BYTES
-from core.precision import DTYPES
-from core.pretrained import HUB_MODELS, PretrainedError, pretrained_config
+from core.config import (
+    CACHE_DIR_ENV,
+    DTYPE_NAMES,
+    HUB_MODELS,
+    LARGE_CORPUS_BYTES,
+    PRESETS,
+    TASKS,
+    TEMPLATE_NAMES,
+    GPTConfig,
+    TrainConfig,
+    default_cache_dir,
+    preset,
+    preset_name,
+)
 from core.resume import ResumeRefused, check_model_shape, flag, resumed_config
 from core.resume import help_text as resume_help
-from core.run import resolve_device
 from core.schedule import SCHEDULES
 from core.tensorboard import TensorBoardMissing, tensorboard_available
-from core.token_cache import CACHE_DIR_ENV, default_cache_dir
 
 DEFAULT_PRESET = "gpt2-124m"
+# --task instruct's defaults, the book's (chapter 7): AdamW lr 5e-5 (weight decay 0.1, as ever), batch 8, 2 epochs.
+INSTRUCT_DEFAULTS = {"lr": 5e-5, "batch_size": 8, "epochs": 2}
 
 
 def _number(kind, *, zero_ok: bool):
@@ -69,7 +81,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         "--init",
         metavar="WEIGHTS",
         help=f"start from pretrained weights: {', '.join(HUB_MODELS)} (downloaded once), "
-        "or a local model.safetensors or its directory",
+        "a local model.safetensors or its directory, or a minigpt-tui checkpoint (.pt)",
     )
     length = parser.add_mutually_exclusive_group()
     length.add_argument(
@@ -137,7 +149,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
     parser.add_argument(
         "--dtype",
-        choices=["auto", *DTYPES],
+        choices=["auto", *DTYPE_NAMES],
         help="precision of the forward pass (autocast); auto: bfloat16 on a GPU that has it, else float32",
     )
     parser.add_argument(
@@ -183,6 +195,37 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         help="write the checkpoint last.pt every this many steps (default: at evaluations, as often as keeps "
         "saving under a tenth of the run time)",
     )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        help="pretrain (default): learn to continue the text of --data; instruct: fine-tune pretrained weights "
+        "(--init) on instruction records, a .json list or .jsonl of {instruction, input, output} (default: the "
+        f"bundled book's 1,100), with the book's defaults: lr {INSTRUCT_DEFAULTS['lr']:g}, batch "
+        f"{INSTRUCT_DEFAULTS['batch_size']}, {INSTRUCT_DEFAULTS['epochs']} epochs",
+    )
+    parser.add_argument(
+        "--template",
+        choices=TEMPLATE_NAMES,
+        help="--task instruct's prompt: alpaca (the book's, default) or phi3 (<|user|> ... <|assistant|>)",
+    )
+    parser.add_argument(
+        "--mask-prompt",
+        action="store_true",
+        default=parser.argument_default,  # None (not given), as for --compile
+        help="--task instruct: the loss ignores the template and instruction tokens, learning only the responses",
+    )
+    parser.add_argument(
+        "--lora-rank",
+        type=positive(int),
+        metavar="R",
+        help="train low-rank adapters of rank R beside frozen weights (LoRA) instead of the weights themselves",
+    )
+    parser.add_argument(
+        "--lora-alpha",
+        type=positive(float),
+        metavar="A",
+        help="the LoRA adapters' scale is A / R (default: A = R)",
+    )
     parser.add_argument("--resume", metavar="CHECKPOINT", help=resume_help())
 
 
@@ -190,6 +233,8 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     """The model and training configs the flags ask for; impossible requests end the program (exit 2), and so
     do a --resume checkpoint or --init weights that cannot be used (exit 1). Sets `args.preset` to the model's
     preset name."""
+    from core.run import resolve_device
+
     given = {
         "epochs": args.epochs,
         "max_steps": args.max_steps,
@@ -218,6 +263,11 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "save_every": args.save_every,
         "resume": args.resume,
         "overwrite": args.overwrite,
+        "task": args.task,
+        "template": args.template,
+        "mask_prompt": args.mask_prompt,
+        "lora_rank": args.lora_rank,
+        "lora_alpha": args.lora_alpha,
     }
     given = {name: value for name, value in given.items() if value is not None}
     # Each parser checks its own groups; flags given before a subcommand and after it meet only here.
@@ -226,9 +276,13 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
             parser.error(f"argument {flag(second)}: not allowed with argument {flag(first)}")
     if args.resume and args.init:
         parser.error("--init with --resume: a resumed run continues from its checkpoint's weights")
+    _check_task_flags(parser, args, given)
     if args.resume:
         model_cfg, train_cfg = _resumed_configs(parser, args, given)
     else:
+        if given.get("task") == "instruct":
+            defaults = INSTRUCT_DEFAULTS if "max_steps" not in given else {**INSTRUCT_DEFAULTS, "epochs": None}
+            given = {**{k: v for k, v in defaults.items() if v is not None}, **given}
         train_cfg = TrainConfig(**given)
     try:
         resolve_device(train_cfg.device)
@@ -242,6 +296,20 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     args.preset = args.preset or DEFAULT_PRESET
     overrides = {"context_length": args.context_length} if args.context_length else {}
     return preset(args.preset, **overrides), train_cfg
+
+
+def _check_task_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict) -> None:
+    if args.lora_alpha is not None and args.lora_rank is None:
+        parser.error("--lora-alpha scales the LoRA adapters: add --lora-rank R")
+    if given.get("task") != "instruct" and not args.resume:
+        for name in ("template", "mask_prompt"):
+            if name in given:
+                parser.error(f"{flag(name)} is for instruction fine-tuning: add --task instruct")
+    if given.get("task") == "instruct" and not args.init and not args.resume:
+        parser.error(
+            "--task instruct fine-tunes pretrained weights, not random ones: start from --init gpt2 (or "
+            "gpt2-medium, ...), a local model.safetensors, or a minigpt-tui checkpoint (--init results/best.pt)"
+        )
 
 
 def _check_schedule_and_extras(parser: argparse.ArgumentParser, cfg: TrainConfig) -> None:
@@ -260,9 +328,13 @@ def _check_schedule_and_extras(parser: argparse.ArgumentParser, cfg: TrainConfig
 
 def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context_length: int | None) -> GPTConfig:
     """The config of the --init weights (downloading them the first time), cropped to --context-length."""
+    from core.checkpoint import CheckpointError
+    from core.pretrained import PretrainedError
+    from core.starting_weights import starting_config
+
     try:
-        cfg = pretrained_config(init)
-    except PretrainedError as e:
+        cfg = starting_config(init)
+    except (PretrainedError, CheckpointError) as e:
         parser.exit(1, f"minigpt-tui: error: {e}\n")
     if not context_length or context_length == cfg.context_length:
         return cfg
@@ -281,6 +353,8 @@ def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context
 
 def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict):
     """The checkpoint's configs, with the changes the flags ask for if core/resume.py allows them."""
+    from core.checkpoint import CheckpointError, load_checkpoint, model_config_from, train_config_from
+
     path = args.resume
     try:
         ckpt = load_checkpoint(path, mmap=True)  # mmap: only the configs are read here, not gigabytes of weights

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from core.model import GPTModel, KVCache
+from core.sampling import check_sampling
 from core.tokenizer import as_id_list
 
 END_OF_TEXT_ID = 50256  # <|endoftext|>: GPT-2 ends (and starts) documents with it
@@ -39,16 +40,6 @@ def prepare_prompt(prompt_ids: Sequence[int] | torch.Tensor, context_length: int
     if not ids:
         return [END_OF_TEXT_ID], False
     return ids[-context_length:], len(ids) > context_length
-
-
-def check_sampling(temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None) -> None:
-    """Raise ValueError, saying what is allowed, for settings `generate` cannot use."""
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be 0 (greedy) or more, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top-k must be at least 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top-p must be greater than 0 and at most 1, got {top_p}")
 
 
 def generate(

@@ -13,7 +13,6 @@ import time
 from core.control import TrainingControl
 from core.events import EpochSampled, Evaluated, Failed, HealthNotice, RunStarted, Tokenizing
 from core.resume import plural
-from core.run import TrainingRun
 
 
 class LogPrinter:
@@ -29,7 +28,7 @@ class LogPrinter:
         if isinstance(event, RunStarted):
             self.epochs = event.epochs
             self._print(
-                f"Training {self.preset_name} ({event.num_params:,} parameters) on {_devices(event)}: "
+                f"Training {self.preset_name} ({_parameters(event)}) on {_devices(event)}: "
                 f"{_length(event)}{f', resuming after step {event.start_step}' if event.start_step else ''}"
             )
         elif isinstance(event, Evaluated):
@@ -63,6 +62,13 @@ class LogPrinter:
 
     def _print(self, line: str) -> None:
         say(line, self.out)
+
+
+def _parameters(event: RunStarted) -> str:
+    trainable = event.trainable_params
+    if trainable is None or trainable == event.num_params:
+        return f"{event.num_params:,} parameters"
+    return f"{trainable:,} of {event.num_params:,} parameters trained"
 
 
 def _devices(event: RunStarted) -> str:
@@ -122,6 +128,8 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
     Under torchrun every process gets the signal (torchrun passes it on); they stop at the same step, and only
     the first one (rank 0) prints, except errors, which each process reports.
     """
+    from core.run import TrainingRun  # torch: not for the command line's --help, which calls tolerant_output
+
     tolerant_output()
     control = TrainingControl()
     caught = []

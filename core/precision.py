@@ -8,7 +8,9 @@ import contextlib
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from core.config import DTYPE_NAMES
+
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16), strict=True))
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:

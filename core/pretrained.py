@@ -18,15 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.config import GPTConfig
+from core.config import HUB_MODELS, GPTConfig
 from core.model import GPTModel
 
-HUB_MODELS = {
-    "gpt2": "openai-community/gpt2",  # 124M parameters
-    "gpt2-medium": "openai-community/gpt2-medium",  # 355M
-    "gpt2-large": "openai-community/gpt2-large",  # 774M
-    "gpt2-xl": "openai-community/gpt2-xl",  # 1.6B
-}
 INSTALL_EXTRA = "pip install 'minigpt-tui[pretrained]'"
 TOKENIZER_VOCAB = 50257  # the ids our GPT-2 tokenizer produces must all have an embedding
 # (width, layers) -> heads of the four sizes: the head count is the one size a file's tensors do not show.

@@ -8,7 +8,6 @@ what fixes the model and the order of the data, or it would not continue the sam
 from dataclasses import replace
 from pathlib import Path
 
-from core.checkpoint import CheckpointError
 from core.config import GPTConfig, TrainConfig, preset, preset_name
 
 # TrainConfig's settings a resumed run may change, each with what a change must respect (for the help text).
@@ -33,9 +32,20 @@ MAY_CHANGE = {
 # too, and default to TrainConfig's defaults, not to the checkpoint's.
 # --overwrite is about the output directory at hand: never inherited either.
 MACHINE_SETTINGS = ("device", "dtype", "compile", "token_cache", "overwrite")
-# A resumed run must keep these: they fix the data order and the position in it, or the shape of the
-# learning-rate schedule.
-KEPT = ("batch_size", "seed", "lr_schedule", "warmup_steps", "min_lr")
+# A resumed run must keep these: they fix the data order and the position in it, the shape of the learning-rate
+# schedule, or what is trained (the task, its template and its loss, the adapters).
+KEPT = (
+    "batch_size",
+    "seed",
+    "lr_schedule",
+    "warmup_steps",
+    "min_lr",
+    "task",
+    "template",
+    "mask_prompt",
+    "lora_rank",
+    "lora_alpha",
+)
 # The model's shape: `--preset` and `--context-length`, checked against the checkpoint's GPTConfig.
 MODEL_SHAPE = ("preset", "context_length")
 
@@ -109,6 +119,8 @@ def resumed_config(saved: TrainConfig, given: dict, path: str, progress: dict) -
 
 def check_kept(saved: dict, cfg: TrainConfig, path: str | Path) -> None:
     """A CheckpointError unless `cfg` keeps the checkpoint's settings in KEPT (`saved`: its train_config)."""
+    from core.checkpoint import CheckpointError  # (torch: not for --help, which reads help_text)
+
     for name in KEPT:
         kept = saved.get(name, getattr(TrainConfig, name))  # older checkpoints: the default it had then
         if kept != getattr(cfg, name):
@@ -121,6 +133,8 @@ def check_same_batches(saved_micro_batches: int, cfg: TrainConfig, world_size: i
     """A step's batch is the micro-batches of all processes together: a resumed run may split it otherwise
     (e.g. one process accumulating what two computed, with --grad-accum), but must keep its size to keep the
     data order. A CheckpointError if it does not."""
+    from core.checkpoint import CheckpointError  # (torch: not for --help, which reads help_text)
+
     if saved_micro_batches == cfg.grad_accum * world_size:
         return
     fix = (

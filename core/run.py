@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.checkpoint import load_checkpoint
-from core.config import GPTConfig, TrainConfig
+from core.config import CACHE_DIR_ENV, GPTConfig, TrainConfig, default_cache_dir
 from core.control import TrainingControl
 from core.data import (
     DEFAULT_CORPUS,
@@ -34,6 +34,7 @@ from core.events import (
     Evaluated,
     Failed,
     Finished,
+    HealthNotice,
     LayerStats,
     RunStarted,
     StateChanged,
@@ -41,12 +42,14 @@ from core.events import (
     Tokenizing,
 )
 from core.fileio import DirectoryLocked, RunDirectoryLock, atomic_write, remove_leftover_temp_files
+from core.lora import adapt
 from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
 from core.precision import allow_tf32
-from core.pretrained import load_pretrained
+from core.starting_weights import load_starting_weights
+from core.tasks import RESPONSES, make_task
 from core.tensorboard import TensorBoardMissing, TensorBoardWriter
-from core.token_cache import CACHE_DIR_ENV, cache_path, default_cache_dir, load_tokens, tokenize_files
+from core.token_cache import cache_path, load_tokens, tokenize_files
 from core.trainer import Trainer, TrainingError, make_optimizer
 
 
@@ -86,6 +89,7 @@ class RunOutputs:
         self.best = self.dir / "best.pt"
         self.status = self.dir / "status.json"
         self.tensorboard = self.dir / "tensorboard"  # with --tensorboard: event files (core/tensorboard.py)
+        self.responses = self.dir / RESPONSES  # --task instruct: the test records with the model's responses
         self._status: dict = {}  # what status.json holds; empty until `prepare` has started the run's files
         self._last_step: StepDone | None = None
 
@@ -150,6 +154,7 @@ class RunOutputs:
             with atomic_write(self.layers) as f:
                 f.write("".join(_metrics_line(record) for record in layer_stats).encode())
             self.plot.unlink(missing_ok=True)  # an earlier plot would mislead; the run draws its own
+            self.responses.unlink(missing_ok=True)  # so would an earlier run's responses
             self._write_status(state="starting", pid=os.getpid(), host=socket.gethostname())
         except OSError as e:
             raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
@@ -200,6 +205,7 @@ class RunOutputs:
             "metrics": self.metrics,
             "samples": self.samples,
             "layers": self.layers,
+            "responses": self.responses,
         }
         return {name: str(path) for name, path in paths.items() if path.exists()}
 
@@ -263,14 +269,16 @@ class TrainingRun:
     def _setup(self, device: torch.device) -> Trainer:
         cfg, main = self.train_cfg, self.dist.is_main
         checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
-        train_loader, val_loader = self._data_loaders()
+        task = make_task(cfg, self.model_cfg, self._data_loaders, self.dist.rank, self.dist.world_size)
+        train_loader, val_loader = task.data_loaders()
         torch.manual_seed(cfg.seed)  # the same in every process: they start from the same weights
         if checkpoint is not None:  # its weights come next (Trainer.load_state_dict), so no random init
             model = uninitialized_model(self.model_cfg, device)
-        elif cfg.init:  # fine-tuning: the model config is the pretrained one (pretrained_config)
-            model = load_pretrained(cfg.init, self.model_cfg, device)
+        elif cfg.init:  # fine-tuning: the model config is the starting weights' (starting_config)
+            model = load_starting_weights(cfg.init, self.model_cfg, device)
         else:
             model = GPTModel(self.model_cfg).to(device)
+        model = adapt(model, cfg, initialise=checkpoint is None)  # LoRA adapters, with --lora-rank
         optimizer = make_optimizer(model, cfg)
         trainer = Trainer(
             model,
@@ -284,6 +292,7 @@ class TrainingRun:
             self.outputs.checkpoint if main else None,
             self.outputs.best if main else None,
             self.dist,
+            task,
         )
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint, str(cfg.resume))
@@ -298,6 +307,8 @@ class TrainingRun:
                     trainer.sample_events(),
                     trainer.layer_history,
                 )
+        for notice in task.notices():
+            self._emit(HealthNotice(kind="data", global_step=trainer.global_step, message=notice))
         return trainer
 
     def _data_loaders(self) -> tuple[DataLoader, DataLoader]:
@@ -388,6 +399,9 @@ class TrainingRun:
             if self.dist.is_main:
                 trainer.save_now()  # last.pt, and best.pt if a better evaluation is not in it yet
                 self._save_plot()
+                if completed:
+                    trainer.model.eval()
+                    trainer.task.finish(trainer.model, self.outputs.dir, lambda: self.control.stop_requested)
         # The epoch under way (1-based) when stopped or ended mid-epoch by --max-steps, else the epochs done.
         epoch = trainer.epoch + 1 if not completed or trainer.step else trainer.epoch
         return Finished(

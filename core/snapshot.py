@@ -10,14 +10,21 @@ CPU, far less than a step), and generating from the copy takes no lock at all.
 
 import torch
 
-from core.config import GPTConfig
+from core.config import GPTConfig, TrainConfig
 from core.events import Position
+from core.lora import adapt
 from core.model import GPTModel, uninitialized_model
 from core.trainer import Trainer
 
 
-def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> GPTModel:
+def inference_model(
+    cfg: GPTConfig,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    adapted_as: TrainConfig | None = None,
+) -> GPTModel:
     """A model to copy weights into and generate from: eval mode (no dropout), no gradients. Build it once.
+    With `adapted_as`, it has the LoRA adapters that run trains (core/lora.py), if any.
 
     Its weights are kept in `dtype` (see `core.precision.inference_dtype`): copying converts them.
 
@@ -26,7 +33,10 @@ def inference_model(cfg: GPTConfig, device: torch.device | str = "cpu", dtype: t
     random generator, the one training's dropout draws from on another thread: a run's random stream, and
     so its losses, would have depended on when someone chatted.
     """
-    return uninitialized_model(cfg, device, dtype).eval().requires_grad_(False)
+    model = uninitialized_model(cfg, device, dtype)
+    if adapted_as is not None:
+        adapt(model, adapted_as, initialise=False)
+    return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()

@@ -21,7 +21,6 @@ from core.documents import CorpusError, is_record_file, open_corpus_file, read_d
 from core.fileio import atomic_write
 from core.tokenizer import END_OF_TEXT, GPT2_RANKS_SHA256, gpt2_tokenizer
 
-CACHE_DIR_ENV = "MINIGPT_TUI_TOKEN_CACHE"
 # Names what goes into a cache file besides the text and the tokenizer; change it when that changes.
 FORMAT = "minigpt-tui tokens 1: uint16, <|endoftext|> between files"  # and between the records of .jsonl/.parquet
 READ_BYTES = 8 << 20
@@ -31,13 +30,6 @@ CHUNK_CHARS = 1 << 20  # text per tokenizer call; the calls run on several threa
 SAFE_CUT = re.compile(r"(?<=\S\n)(?=\S)")
 
 Progress = Callable[[int, int, int], None]  # (bytes done, bytes in all, tokens so far)
-
-
-def default_cache_dir() -> Path:
-    """$MINIGPT_TUI_TOKEN_CACHE, else minigpt-tui/tokens in the user's cache directory ($XDG_CACHE_HOME or ~/.cache)."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minigpt-tui" / "tokens"
 
 
 def cache_path(files: list[Path], root: Path, cache_dir: Path, text_field: str = "text") -> Path:

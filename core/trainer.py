@@ -32,7 +32,7 @@ from core.checkpoint import (
 )
 from core.config import TrainConfig
 from core.control import TrainingControl
-from core.data import RandomWindows, TokenWindows, fingerprint, sequential_loader
+from core.data import RandomWindows
 from core.distributed import Distributed, gradient_sync
 from core.events import (
     CheckpointSaved,
@@ -45,15 +45,15 @@ from core.events import (
     StepDone,
 )
 from core.fileio import atomic_link
-from core.generate import generate
 from core.health import HealthMonitor
 from core.layer_stats import LayerStatsCollector, Measurement
+from core.lora import trainable_parameters
 from core.memory import peak_memory_gb
 from core.model import GPTModel
 from core.precision import autocast, compute_dtype
 from core.resume import check_kept, check_same_batches
 from core.schedule import LRSchedule
-from core.tokenizer import encode, token_ids_to_text
+from core.tasks import PretrainTask, Task
 
 
 class TrainingError(RuntimeError):
@@ -102,6 +102,7 @@ class Trainer:
         checkpoint_path: str | Path | None = None,
         best_path: str | Path | None = None,
         distributed: Distributed | None = None,
+        task: Task | None = None,
     ):
         self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
         self.dtype = compute_dtype(cfg.dtype, device)  # of the forward pass, under autocast (see core/precision.py)
@@ -110,18 +111,15 @@ class Trainer:
         # generation are the same either way.
         self.forward_model = cast(nn.Module, torch.compile(model)) if cfg.compile else model
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.train_windows, self.val_windows = (
-            cast(TokenWindows, train_loader.dataset),
-            cast(TokenWindows, val_loader.dataset),
-        )
+        self.task = task or PretrainTask(cfg)  # what the data is, and what a sample shows (core/tasks.py)
         # One of several processes under torchrun, or the only one. The training step runs the model wrapped in
         # DDP, which averages the gradients across processes; evaluation, samples and checkpoints use `model`.
         self.dist = distributed or Distributed()
         self.train_model = self.dist.wrap(self.forward_model, device)
         # Train loss is measured on the same first batches each time (in order), so the curve is not
         # reshuffled noise and evaluating does not disturb the training order.
-        self.train_eval_loader = sequential_loader(
-            self.train_windows.non_overlapping(), cfg.batch_size, self.dist.rank, self.dist.world_size
+        self.train_eval_loader = self.task.train_eval_loader(
+            train_loader, cfg.batch_size, self.dist.rank, self.dist.world_size
         )
         self.emit = on_event
         self.layer_stats = self._layer_stats_collector()
@@ -185,6 +183,7 @@ class Trainer:
             RunStarted(
                 device=str(self.device),
                 num_params=self.model.num_parameters(),
+                trainable_params=trainable_parameters(self.model),
                 epochs=self.epochs,
                 steps_per_epoch=self.steps_per_epoch,
                 start_step=self.global_step,
@@ -392,14 +391,12 @@ class Trainer:
         )
 
     def sample(self) -> str:
-        """The prompt and its greedy continuation from the current weights."""
+        """The task's sample from the current weights: for pretraining, the prompt and its greedy continuation."""
         self.model.eval()
-        # The KV-cached `generate` picks greedily the same tokens as the seed notebook's generate_text_simple,
-        # several times faster: 50 tokens of gpt2-124m on 2 busy CPU cores took 7.8 s instead of 45 s.
-        new_ids = generate(self.model, encode(self.cfg.sample_prompt), self.cfg.sample_tokens, stop_at_eot=False)
-        text = token_ids_to_text(list(new_ids))
-        self.model.train()
-        return self.cfg.sample_prompt + text
+        try:
+            return self.task.sample(self.model)
+        finally:
+            self.model.train()
 
     def _sample(self) -> None:
         if not self.dist.is_main:  # the others would only generate the same text
@@ -603,7 +600,7 @@ class Trainer:
 
     @cached_property
     def data_fingerprint(self) -> str:
-        return fingerprint(self.train_windows, self.val_windows)
+        return self.task.fingerprint(self.train_loader, self.val_loader)
 
 
 def copy_state(state):

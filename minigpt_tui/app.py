@@ -16,7 +16,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.drivers.web_driver import WebDriver
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane
 
 from core.config import TrainConfig
 from core.events import (
@@ -43,6 +43,7 @@ from minigpt_tui.text import compact
 from minigpt_tui.web_driver import ServedDriver
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.inspect_pane import InspectPane
+from minigpt_tui.widgets.key_footer import KeyFooter
 from minigpt_tui.widgets.layers_pane import LayersPane
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import ENDED
@@ -84,12 +85,29 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics, plot; exit"),
         # Textual binds ctrl+c to copy; in a training tool people press it to quit.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="Same as q"),
+        Binding(
+            "ctrl+r", "toggle_raw", "Raw prompt", show=False, tooltip="Instruct models: show the prompts the model saw"
+        ),
         Binding("f1,question_mark", "help", "Help", tooltip="Show this list of keys"),
         Binding("l", "toggle_log_scale", "Log scale", tooltip="Toggle the chart's log-scale y axis"),
         Binding("v", "next_chart_view", "View", tooltip="Chart: loss, learning rate, gradient norm, tokens/s in turn"),
-        Binding("e", "toggle_smoothing", "Smooth", show=False, tooltip="Toggle the smoothed (EMA) train loss line"),
+        Binding(
+            "e",
+            "toggle_smoothing",
+            "Smooth",
+            show=False,
+            tooltip="Chart: toggle the smoothed (EMA) train loss (Inspect tab: edit the text)",
+        ),
         Binding("ctrl+y", "copy_reply", "Copy reply", show=False, tooltip="Copy the last reply to the clipboard"),
-        Binding("ctrl+o", "sampling", "Sampling", show=False, tooltip="Change how the chat samples its replies"),
+        # A priority key: it runs as it arrives, before the keys typed after it are passed on (see action_sampling).
+        Binding(
+            "ctrl+o",
+            "sampling",
+            "Sampling",
+            show=False,
+            priority=True,
+            tooltip="Change how the chat samples its replies",
+        ),
         Binding(
             "ctrl+t", "toggle_tint", "Tint", show=False, tooltip="Colour the chat's replies by each token's probability"
         ),
@@ -123,12 +141,12 @@ class MiniGPTApp(App[Finished | Failed | None]):
                 with TabPane("Samples", id="samples-tab"):
                     yield SamplesLog(id="samples")
                 with TabPane("Chat", id="chat-tab"):
-                    yield ChatPane(self.source.chat_hint(None), id="chat")
+                    yield ChatPane(self.source.chat_hint(None), self.source.template, id="chat")
                 with TabPane("Inspect", id="inspect-tab"):
                     yield InspectPane(TrainConfig.sample_prompt, id="inspect")
                 with TabPane("Layers", id="layers-tab"):
                     yield LayersPane(id="layers")
-        yield Footer(compact=True)
+        yield KeyFooter(compact=True)
 
     def views(self) -> list:
         """The panels that show the run: each takes every event in `show_event`. A new view goes here."""
@@ -157,21 +175,18 @@ class MiniGPTApp(App[Finished | Failed | None]):
 
     def quit_on_signals(self) -> None:
         """A kill (SIGTERM) quits as `q` does, in every mode; so does a closed terminal (SIGHUP: a dropped SSH
-        connection), see `hang_up`."""
+        connection, or the server of a served app gone), see `leave`."""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, AttributeError):  # Windows has neither signal handlers nor SIGHUP
-            loop.add_signal_handler(signal.SIGTERM, self.quit_on, signal.SIGTERM)
-            loop.add_signal_handler(signal.SIGHUP, self.hang_up)
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(signum, self.leave, signum)
 
-    def quit_on(self, signum: int) -> None:
+    def leave(self, signum: int) -> None:
+        """Quit as `q` does, which restores the terminal if it is still there. Textual's shutdown may block writing
+        to a terminal (or a server) that is gone, so once the source has saved what it must (a run training here:
+        its checkpoint and files), the process leaves regardless, soon: such a signal always ends the app."""
         self.exit_status = 128 + signum
         self.call_later(self.action_quit)
-
-    def hang_up(self) -> None:
-        """The terminal has gone, or is going: quit as for SIGTERM, which restores the terminal if it is still
-        there. Textual's shutdown may block writing to a terminal that is gone, so once the source has saved
-        what it must (a run training here: its checkpoint and files), the process leaves regardless, soon."""
-        self.quit_on(signal.SIGHUP)
 
         def leave_once_saved() -> None:
             self.source.ended.wait()
@@ -226,6 +241,8 @@ class MiniGPTApp(App[Finished | Failed | None]):
             return parameters[0] == NEXT_TAB[self.query_one("#side", TabbedContent).active]
         if action == "stop_reply":
             return self.query_one(ChatPane).busy
+        if action == "sampling":  # a priority key: from the main screen only, not over help, palette or itself
+            return len(self.screen_stack) == 1
         return True
 
     def give_chat_weights(self) -> None:
@@ -275,11 +292,15 @@ class MiniGPTApp(App[Finished | Failed | None]):
 
     def run_started(self, event: RunStarted) -> None:
         self.steps_per_epoch = event.steps_per_epoch
-        self.show_title(f"{compact(event.num_params)} parameters", event.device)
+        trainable = event.trainable_params
+        trained = f"{compact(trainable)} of " if trainable is not None and trainable != event.num_params else ""
+        self.show_title(f"{trained}{compact(event.num_params)} parameters", event.device)
         if self.reported_state == "starting":
             self.reported_state = "running"
         self.show_state()
         self.give_chat_weights()
+        if (example := self.source.loss_example()) is not None:
+            self.query_one(InspectPane).set_loss_example(example)
 
     def state_changed(self, event: StateChanged) -> None:
         was_live, self.reported_state = self.reported_state in LIVE, event.state
@@ -326,6 +347,14 @@ class MiniGPTApp(App[Finished | Failed | None]):
         self.notify(event.message, title="Training failed", severity="error", timeout=30, markup=False)
 
     # Actions: keys, the command palette and the help screen all come here.
+
+    async def run_palette_command(self, action: str) -> None:
+        """A command chosen in the palette. The palette gives focus back to where it was opened from: not to the
+        Inspect tab's text box, where the next keys (t t) would type."""
+        inspect = self.query_one(InspectPane)
+        if inspect.check_action("leave_text", ()):
+            inspect.action_leave_text()
+        await self.run_action(action)
 
     def action_pause(self) -> None:
         self.source.control.pause()
@@ -456,15 +485,23 @@ class MiniGPTApp(App[Finished | Failed | None]):
             else "Replies shown plain."
         )
 
-    def action_sampling(self) -> None:
+    def action_toggle_raw(self) -> None:
+        raw = self.query_one(ChatPane).toggle_raw()
+        self.notify("Prompts shown as the model saw them, in its template." if raw else "Prompts shown as typed.")
+
+    async def action_sampling(self) -> None:
         chat = self.query_one(ChatPane)
 
         def apply(sampling) -> None:
-            if sampling is not None:
+            if sampling is None:
+                self.notify(f"Sampling unchanged: {chat.sampling}", markup=False)
+            else:
                 chat.set_sampling(sampling)
                 self.notify(f"Replies from now on: {sampling}", markup=False)
 
-        self.push_screen(SamplingScreen(chat.sampling), apply)
+        # Awaited: the keys typed right after ctrl+o wait until its first field has focus, instead of going to
+        # the prompt box behind it while it is built (on a busy machine, for a second).
+        await self.push_screen(SamplingScreen(chat.sampling), apply)
 
     def action_save_conversation(self) -> None:
         exchanges = self.query_one(ChatPane).exchanges

@@ -20,8 +20,10 @@ from textual.message import Message
 from core.checkpoint import CheckpointError
 from core.events import Position
 from core.fileio import atomic_write
-from core.generate import END_OF_TEXT_ID, check_sampling, generate, prepare_prompt
+from core.generate import END_OF_TEXT_ID, generate, prepare_prompt
+from core.instruct import Template, split_typed
 from core.model import GPTModel
+from core.sampling import check_sampling
 from core.snapshot import inference_model, snapshot
 from core.tokenizer import decode_stream, encode, token_pieces
 from core.trainer import Trainer
@@ -68,6 +70,7 @@ class Exchange:
     cropped_to: int | None = None  # the prompt was cut to its last this many tokens
     error: str | None = None
     token_probabilities: list[tuple[str, float]] = field(default_factory=list)  # each token's text and probability
+    model_prompt: str | None = None  # what the model was given, when not the prompt itself (an instruct model's)
 
     @property
     def in_progress(self) -> bool:
@@ -90,7 +93,7 @@ class Exchange:
 
     def as_text(self) -> str:
         """The exchange in a saved conversation: the texts exactly as typed and generated."""
-        lines = [f"--- prompt {self.number} ({self.sampling})", self.prompt]
+        lines = [f"--- prompt {self.number} ({self.sampling})", self.model_prompt or self.prompt]
         if self.cropped_to:
             lines.append(f"(cropped to its last {self.cropped_to} tokens, the model's context)")
         if self.state == "failed":
@@ -129,7 +132,8 @@ class TrainerWeights:
 
     def take(self) -> tuple[GPTModel, str]:
         if self.model is None:
-            self.model = inference_model(self.trainer.model.cfg, self.trainer.device, self.dtype)
+            trainer = self.trainer
+            self.model = inference_model(trainer.model.cfg, trainer.device, self.dtype, adapted_as=trainer.cfg)
         return self.model, describe(snapshot(self.trainer, self.model), self.init)
 
 
@@ -146,8 +150,15 @@ class FixedWeights:
 @dataclass(frozen=True)
 class Request:
     id: int  # increasing: the pane's exchange number
-    prompt: str
+    prompt: str  # what the model is given
     sampling: Sampling
+    answer_only: bool = False  # an instruct model's reply: its <|endoftext|> ends it, unshown
+
+
+def instruct_prompt(typed: str, template: Template | None) -> str | None:
+    """What an instruct model is given for what was typed (the instruction, and any input after `---`), in its
+    run's template; None for a model that continues the text as typed."""
+    return template.prompt(*split_typed(typed)) if template else None
 
 
 class ChatEngine:
@@ -226,7 +237,8 @@ class ChatEngine:
         )
         with contextlib.closing(tokens):
             counted = _Counted(tokens, lambda: self._cancelled(request))
-            self._stream(request.id, decode_stream(counted))
+            shown = (t for t in counted if t != END_OF_TEXT_ID) if request.answer_only else counted
+            self._stream(request.id, decode_stream(shown))
         if self._cancelled(request):
             how = "stopped"
         else:

@@ -1,25 +1,20 @@
 """The `minigpt-tui` command: the training app by default, and the train, generate, inspect, export and serve
-subcommands."""
+subcommands.
+
+The arguments are parsed before torch or Textual loads (a few seconds on a busy machine): `--help` and bad flags
+answer at once, and each command imports what it runs.
+"""
 
 import argparse
 import sys
 from pathlib import Path
 
-from core.checkpoint import CheckpointError, load_checkpoint, load_model
-from core.config import TrainConfig, preset_name
-from core.distributed import from_environment
-from core.events import Failed, Finished
-from core.export import EXPORTED_FILES, export_hf
+from core.config import DTYPE_NAMES, HUB_MODELS, TrainConfig
 from core.flags import add_training_args, configs_from_args, positive
-from core.generate import check_sampling, generate, prepare_prompt
-from core.headless import run_headless, tolerant_output
-from core.precision import DTYPES, inference_dtype
-from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
-from core.run import RunOutputs, resolve_device
-from core.tokenizer import decode_stream, encode
-from minigpt_tui.inspect_command import add_inspect_command, inspect_main
+from core.sampling import check_sampling
+from minigpt_tui.inspect_command import add_inspect_command
 
-CHAT_DTYPES = ["auto", *DTYPES]
+CHAT_DTYPES = ["auto", *DTYPE_NAMES]
 
 
 def sampling_setting(name: str, kind: type):
@@ -140,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "browser tab gets its own app, following the run's files; a page load never trains. With --train, start "
         "the run too, headless (its log in RUN_DIR/train.log), with any training flags; stopping the server "
         "(Ctrl+C) stops the run after its current step and saves.",
-        epilog="From another machine: ssh -L 8000:localhost:8000 THIS_BOX, then open http://localhost:8000",
+        epilog="Only a browser with the token that serve prints in its address gets in. From another machine: "
+        "ssh -L 8000:localhost:8000 THIS_BOX, then open that address there (http://localhost:8000/?token=...).",
     )
     serve.add_argument(
         "run_dir",
@@ -156,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=port_number, default=8000, help="default: %(default)s")
     serve.add_argument(
+        "--token",
+        type=token_text,
+        default=None,
+        help="the secret a browser needs, in the URL printed (default: a new random one each start)",
+    )
+    serve.add_argument(
+        "--max-sessions",
+        type=positive(int),
+        default=3,
+        metavar="N",
+        help="app processes at a time, one per browser tab (default: %(default)s; each holds the model)",
+    )
+    serve.add_argument(
         "--train", action="store_true", default=False, help="start the training run too (with the training flags)"
     )
     add_training_args(serve)
@@ -166,6 +175,12 @@ def port_number(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
     return int(text)
+
+
+def token_text(text: str) -> str:
+    if not text or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError("expected a token of printable characters, without spaces")
+    return text
 
 
 def training_dests() -> set[str]:
@@ -195,25 +210,43 @@ def refuse_other_flags(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from core.checkpoint import CheckpointError, load_model, saved_train_config
+    from core.generate import END_OF_TEXT_ID, generate, prepare_prompt
+    from core.instruct import split_typed, template_of
+    from core.precision import inference_dtype
+    from core.pretrained import PretrainedError, load_pretrained
+    from core.tokenizer import decode_stream, encode
+
     refuse_other_flags(parser, args, "generate", GENERATE_FLAGS)
     if bool(args.chat_checkpoint) == bool(args.init):
         parser.error("the generate command needs one of --checkpoint PATH or --init WEIGHTS")
     device = device_or_error(parser, args.device or "auto")
+    template = None
     try:
-        model = load_pretrained(args.init, device=device) if args.init else load_model(args.chat_checkpoint, device)[0]
+        if args.init:
+            model = load_pretrained(args.init, device=device)
+        else:
+            model, ckpt = load_model(args.chat_checkpoint, device)
+            if (train_cfg := saved_train_config(ckpt, args.chat_checkpoint)) is not None:
+                template = template_of(train_cfg.task, train_cfg.template)  # an instruct run's model
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
         return 1
     model = model.to(inference_dtype(args.chat_dtype or "float32", device))
     context_length = model.cfg.context_length
-    prompt_ids, cropped = prepare_prompt(encode(args.prompt), context_length)
+    # An instruct model is given the prompt as the instruction in its template, and shows only its response.
+    prompt = template.prompt(*split_typed(args.prompt)) if template else args.prompt
+    prompt_ids, cropped = prepare_prompt(encode(prompt), context_length)
     if cropped:
         print(
             f"minigpt-tui: note: the prompt is longer than the model's context; using its last {context_length} tokens",
             file=sys.stderr,
         )
     new_ids = generate(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
-    print(args.prompt, end="", flush=True)
+    if template:
+        new_ids = (token for token in new_ids if token != END_OF_TEXT_ID)
+    else:
+        print(args.prompt, end="", flush=True)
     try:
         for piece in decode_stream(new_ids):
             print(piece, end="", flush=True)  # each piece as soon as it is generated
@@ -225,6 +258,11 @@ def generate_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from core.checkpoint import CheckpointError, load_model
+    from core.export import EXPORTED_FILES, export_hf
+    from core.lora import merge
+    from core.pretrained import PretrainedError
+
     # --overwrite is export's own too (replace an earlier export), wherever it stands.
     others = [
         option(name) for name in sorted(training_dests() - {"overwrite"}) if getattr(args, name, None) is not None
@@ -239,6 +277,7 @@ def export_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         parser.error(f"--to {out_dir}: already holds {', '.join(earlier)}; add --overwrite to replace them")
     try:
         model, _ = load_model(args.checkpoint, mmap=True)  # the weights only: the optimizer's state stays on disk
+        model = merge(model)  # LoRA adapters folded into the weights (export_hf would do it too)
         written = export_hf(model, out_dir)
     except (CheckpointError, PretrainedError) as e:
         print(f"minigpt-tui: error: {e}", file=sys.stderr)
@@ -280,7 +319,7 @@ def serve_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         training = serve.start_training([*train_argv, "--out", str(run_dir)], run_dir)
     else:
         training = None
-    return serve.serve(run_dir, args.host, args.port, device, training)
+    return serve.serve(run_dir, args.host, args.port, device, training, args.token, args.max_sessions)
 
 
 def serve_training_argv(args: argparse.Namespace) -> list[str]:
@@ -297,14 +336,21 @@ def serve_training_argv(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.headless import tolerant_output
+
     tolerant_output()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None and from_environment().enabled:
-        parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
+    if args.command is None:
+        from core.distributed import from_environment
+
+        if from_environment().enabled:
+            parser.error("the app is one process; under torchrun, use `minigpt-tui train`")
     if args.command == "generate":
         return generate_main(parser, args)
     if args.command == "inspect":
+        from minigpt_tui.inspect_command import inspect_main
+
         refuse_other_flags(parser, args, "inspect", INSPECT_FLAGS)
         return inspect_main(parser, args)
     if args.command in ("export", "serve") and (args.attach or args.chat_checkpoint):
@@ -324,8 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         if args.chat_dtype:
             parser.error("--chat-dtype sets the precision of the app's chat; the train command has no chat")
+        from core.headless import run_headless
+
         return run_headless(args.preset, model_cfg, train_cfg)
-    from minigpt_tui.sources import LiveRun  # Textual loads only for the app
+    from minigpt_tui.sources import LiveRun
 
     return tui_main(LiveRun(model_cfg, train_cfg, args.preset), args.chat_dtype)
 
@@ -339,9 +387,12 @@ def chat_only_main(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         "opens the app for chat only",
         "to continue training from a checkpoint, use --resume",
     )
-    device = device_or_error(parser, args.device or "auto")
-    from minigpt_tui.opened_checkpoint import OpenedCheckpoint  # Textual loads only for the app
+    from core.checkpoint import CheckpointError
+    from core.config import preset_name
+    from minigpt_tui.opened_checkpoint import OpenedCheckpoint
     from minigpt_tui.sources import OpenedRun
+
+    device = device_or_error(parser, args.device or "auto")
 
     print(f"Loading {args.chat_checkpoint}...", file=sys.stderr)
     try:
@@ -361,7 +412,7 @@ def attach_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     if run_dir.exists() and not run_dir.is_dir():
         parser.error(f"--attach {run_dir}: is not a directory (give the run's output directory, its --out)")
     device = device_or_error(parser, args.device or "cpu")
-    from minigpt_tui.sources import FollowedRun  # Textual loads only for the app
+    from minigpt_tui.sources import FollowedRun
 
     return tui_main(FollowedRun(run_dir, str(device), args.out), args.chat_dtype)
 
@@ -370,6 +421,9 @@ def ask_about_earlier_run(parser: argparse.ArgumentParser, args: argparse.Namesp
     """The app started again where an earlier run left its checkpoints (plain `minigpt-tui`, twice): ask, before
     the app opens, whether to continue that run or start over in its place; sets --resume or --overwrite. Without
     a terminal to ask on, it is refused as `minigpt-tui train` refuses it."""
+    from core.checkpoint import CheckpointError, load_checkpoint
+    from core.run import RunOutputs
+
     outputs = RunOutputs(args.out or TrainConfig.out_dir)
     earlier = outputs.earlier_checkpoints()
     if not earlier:
@@ -413,6 +467,8 @@ def option(dest: str) -> str:
 
 
 def device_or_error(parser: argparse.ArgumentParser, name: str):
+    from core.run import resolve_device
+
     try:
         return resolve_device(name)
     except ValueError as e:
@@ -423,7 +479,8 @@ def tui_main(source, chat_dtype: str | None = None) -> int:
     """Run the app on a `minigpt_tui.sources.RunSource`, its chat in `chat_dtype` (--chat-dtype; default auto).
     The exit status: 1 for a failed run or a crash of the app itself, 128 + the signal for a signal (as
     headless), else 0."""
-    from minigpt_tui.app import MiniGPTApp  # Textual loads only for the app
+    from core.events import Failed, Finished
+    from minigpt_tui.app import MiniGPTApp
 
     source.chat_dtype = chat_dtype or "auto"
     app = MiniGPTApp(source)

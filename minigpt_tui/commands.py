@@ -34,7 +34,7 @@ class TrainingCommands(Provider):
         return [command for command in commands if self.app.check_action(command[1], ()) is not False]
 
     def _run(self, action: str):
-        return functools.partial(self.app.run_action, action)
+        return functools.partial(self.app.run_palette_command, action)
 
     async def discover(self) -> Hits:
         for name, action, help in self._commands():

@@ -1,22 +1,13 @@
-"""`minigpt-tui inspect TEXT`: the tokens, next-token probabilities, attention and logit lens of one text, headless."""
+"""`minigpt-tui inspect TEXT`: the tokens, next-token probabilities, attention and logit lens of one text, headless.
+
+Its flags are added to the command line without torch (see cli.py); `inspect_main` imports what it runs."""
 
 import argparse
 import json
 import sys
 
-import torch
-from rich.console import Console
-from rich.rule import Rule
-from rich.text import Text
-
-from core.checkpoint import CheckpointError, load_model
-from core.config import PRESETS, TrainConfig, preset
+from core.config import HUB_MODELS, PRESETS, TrainConfig, preset
 from core.flags import positive
-from core.inspection import Inspection, inspect_text
-from core.model import GPTModel
-from core.pretrained import HUB_MODELS, PretrainedError, load_pretrained
-from core.run import resolve_device
-from minigpt_tui.inspect_view import heatmap, logit_lens_column, next_tokens_chart, quoted, token_spans
 
 DEFAULT_PRESET = "gpt2-124m"
 
@@ -76,6 +67,11 @@ def head_number(text: str) -> int | None:
 
 
 def inspect_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from core.checkpoint import CheckpointError
+    from core.inspection import inspect_text
+    from core.pretrained import PretrainedError
+    from core.run import resolve_device
+
     given = [
         flag
         for flag, value in (("--checkpoint", args.chat_checkpoint), ("--init", args.init), ("--preset", args.preset))
@@ -110,8 +106,14 @@ def inspect_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     return 0
 
 
-def _load(args: argparse.Namespace, device: torch.device):
+def _load(args: argparse.Namespace, device):
     """The model to inspect (eval mode) and a few words on where its weights come from."""
+    import torch
+
+    from core.checkpoint import load_model
+    from core.model import GPTModel
+    from core.pretrained import load_pretrained
+
     if args.chat_checkpoint:
         return load_model(args.chat_checkpoint, device, mmap=True)[0], args.chat_checkpoint
     if args.init:
@@ -125,8 +127,15 @@ def _load(args: argparse.Namespace, device: torch.device):
     return GPTModel(preset(name)).to(device).eval(), f"untrained {name}"
 
 
-def print_tables(inspection: Inspection, source: str) -> None:
-    """The inspection as a reader wants it: tokens, a bar chart, a heatmap and a column, within 80 columns."""
+def print_tables(inspection, source: str) -> None:
+    """The inspection (a core.inspection.Inspection) as a reader wants it: tokens, a bar chart, a heatmap and a
+    column, within 80 columns."""
+    from rich.console import Console
+    from rich.rule import Rule
+    from rich.text import Text
+
+    from minigpt_tui.inspect_view import heatmap, logit_lens_column, next_tokens_chart, quoted, token_spans
+
     console = Console(width=min(80, Console().width), highlight=False)
     tokens, position = inspection.tokens, inspection.position
     head = "mean of the heads" if inspection.head is None else f"head {inspection.head}"

@@ -12,6 +12,8 @@ import torch
 from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig
 from core.events import EpochSampled, Evaluated, LayerStats, Position, RunStarted, StepDone
+from core.instruct import Template, template_of
+from core.lora import trainable_parameters
 from core.model import GPTModel
 from core.plotting import epoch_length
 
@@ -26,6 +28,7 @@ class OpenedCheckpoint:
     version: Position | None  # of its weights; None: the file records no training progress (a weights-only file)
     run: RunStarted  # what the chart, the samples and the status line show
     last_step: StepDone | None
+    template: Template | None = None  # of an instruct run: its chat answers instructions in it
 
     @classmethod
     def load(cls, path: str | Path, device, mmap: bool = True) -> "OpenedCheckpoint":
@@ -55,6 +58,7 @@ class OpenedCheckpoint:
         run = RunStarted(
             device=str(device),
             num_params=model.num_parameters(),
+            trainable_params=trainable_parameters(model),
             epochs=progress.get("epochs") or train_config.get("epochs", done_epochs),
             steps_per_epoch=steps_per_epoch,
             start_step=global_step,
@@ -74,7 +78,9 @@ class OpenedCheckpoint:
                 tokens_per_s=tokens / elapsed if elapsed else 0.0,  # the run's average
             )
         init = train_config.get("init")
-        return cls(path, model, str(device), init, sample_prompt, version if progress else None, run, last_step)
+        template = template_of(train_config.get("task", "pretrain"), train_config.get("template", "alpaca"))
+        version = version if progress else None
+        return cls(path, model, str(device), init, sample_prompt, version, run, last_step, template)
 
     def weights_label(self) -> str:
         """Which weights answer the chat: the file, and its training step if it records one."""

@@ -1,24 +1,27 @@
 """`minigpt-tui serve`: the `--attach` dashboard of a run directory in a browser, with textual-serve.
 
-textual-serve starts the command it serves once per browser connection, so the command served is the attach
-mode, which only reads the run's files: a page load never starts a training run. With `--train`, this
+The server (serve_server.py) starts an app process per browser connection, for the user's browser only
+(serve_access.py), so the command served is the attach mode, which only reads the run's files: a page load
+never starts a training run. With `--train`, this
 process also starts the run, headless, as a child whose log goes to RUN_DIR/train.log, and stopping the
 server (Ctrl+C, SIGTERM, SIGHUP) stops the run after its current step and waits until it has saved.
 """
 
-import asyncio
+import ctypes
 import importlib.util
-import logging
-import shlex
+import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 INSTALL_EXTRA = "pip install 'minigpt-tui[web]'"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+PR_SET_PDEATHSIG = 1
 
 
 def textual_serve_missing() -> str | None:
@@ -28,13 +31,9 @@ def textual_serve_missing() -> str | None:
     return None
 
 
-def attach_command(run_dir: Path, device: str) -> str:
-    """The command textual-serve runs for each browser connection: the app, attached to the run directory.
-
-    `exec` makes the app the server's own child (not a shell's), so that it sees the server go away.
-    """
-    app = [sys.executable, "-m", "minigpt_tui.cli", "--attach", str(run_dir), "--device", device]
-    return "exec " + shlex.join(app)
+def attach_argv(run_dir: Path, device: str) -> list[str]:
+    """The command run for each browser connection: the app, attached to the run directory."""
+    return [sys.executable, "-m", "minigpt_tui.cli", "--attach", str(run_dir), "--device", device]
 
 
 def port_in_use(host: str, port: int) -> str | None:
@@ -68,15 +67,23 @@ def start_training(train_argv: list[str], run_dir: Path) -> subprocess.Popen:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent(),
         )
 
 
-def _die_with_parent() -> None:
-    import ctypes
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel send the child SIGTERM when this process dies (Linux; elsewhere None)."""
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None).prctl  # looked up here: between fork and exec the child only calls it
+    parent = os.getpid()
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 def last_line(path: Path) -> str:
@@ -87,87 +94,46 @@ def last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def serve(run_dir: Path, host: str, port: int, device: str, training: subprocess.Popen | None) -> int:
+def serve(
+    run_dir: Path,
+    host: str,
+    port: int,
+    device: str,
+    training: subprocess.Popen | None,
+    token: str | None,
+    max_sessions: int,
+) -> int:
     """Serve the dashboard until a signal stops the server (or the training run fails); returns the exit status."""
-    from textual_serve.server import Server
+    from minigpt_tui.serve_access import Access
+    from minigpt_tui.serve_server import DashboardServer
 
-    class DashboardServer(Server):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.caught: int | None = None  # the signal that stopped the server
-            self.connections: set[asyncio.Task] = set()  # one per browser tab
-
-        async def on_startup(self, app) -> None:
-            logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per request
-            loop = asyncio.get_running_loop()
-            for sig in STOP_SIGNALS:  # textual-serve's own handlers do not tell which signal it was
-                loop.add_signal_handler(sig, self.stop, sig)
-            where = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-            print(f"Serving the dashboard of {run_dir} on {where} (one app per browser tab); Ctrl+C stops", end="")
-            print(" the server and the training run, which saves first" if training else " the server", flush=True)
-            if host not in LOOPBACK:
-                print(f"Warning: --host {host}: whoever can reach this port can see the run and chat with it")
-            if training:
-                app["watch_training"] = asyncio.create_task(self.watch_training())
-
-        def stop(self, sig: int) -> None:
-            self.caught = sig
-            self.request_exit()
-
-        async def watch_training(self) -> None:
-            assert training is not None
-            status = await asyncio.to_thread(training.wait)
-            log = run_dir / "train.log"
-            if status == 0:
-                print(f"The training run finished ({last_line(log)}); its dashboard is still served.", flush=True)
-                return
-            message = f"minigpt-tui: error: the training run ended (status {status}): {last_line(log)}"
-            print(message, file=sys.stderr, flush=True)
-            asyncio.get_running_loop().call_soon(self.request_exit)  # nothing left to serve
-
-        async def handle_websocket(self, request):
-            task = asyncio.current_task()
-            assert task is not None
-            self.connections.add(task)
-            try:
-                return await super().handle_websocket(request)
-            finally:
-                self.connections.discard(task)
-
-        async def on_shutdown(self, app) -> None:
-            # aiohttp would wait up to a minute for open pages to go; end their connections (and so their apps,
-            # which textual-serve then tells to quit) now.
-            for task in self.connections:
-                task.cancel()
-            await asyncio.gather(*self.connections, return_exceptions=True)
-
-        async def handle_index(self, request):
-            # The page's links and websocket go where the browser reached us: through an SSH tunnel, that is
-            # localhost and the tunnel's own port, whatever --host and --port are here.
-            self.public_url = f"{request.scheme}://{request.host}"
-            return await super().handle_index(request)
-
-    server = DashboardServer(attach_command(run_dir, device), host=host, port=port, title=f"minigpt-tui: {run_dir}")
+    access = Access(token or secrets.token_urlsafe(32), host)
+    server = DashboardServer(run_dir, attach_argv(run_dir, device), access, max_sessions, host=host, port=port)
+    server.training = training
     try:
         server.serve()
     finally:
         if training is not None:
-            stop_training(training, run_dir)
+            stop_training(training, run_dir, at_once=server.hurried)
     if training is not None and training.returncode not in (0, None) and server.caught is None:
         return 1
     return 128 + server.caught if server.caught else 0
 
 
-def stop_training(training: subprocess.Popen, run_dir: Path) -> None:
-    """Stop the run after its current step and wait until it has saved; a second Ctrl+C stops waiting."""
+def stop_training(training: subprocess.Popen, run_dir: Path, at_once: bool = False) -> None:
+    """Stop the run after its current step and wait until it has saved; a second Ctrl+C (now, or `at_once`: already
+    while the server closed) stops waiting."""
     if training.poll() is not None:
         return
     print("Stopping the training run after its current step and saving...", file=sys.stderr, flush=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     training.send_signal(signal.SIGTERM)
     try:
-        training.wait()
+        if not at_once:
+            training.wait()
     except KeyboardInterrupt:
+        at_once = True
+    if at_once:
         training.send_signal(signal.SIGINT)  # a second signal: it aborts at once, keeping its last checkpoint
         training.wait()
     print(last_line(run_dir / "train.log"), file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ from rich.text import Text
 from core.config import GPTConfig, TrainConfig
 from core.control import TrainingControl
 from core.events import CheckpointSaved
+from core.instruct import Template, template_of
 from core.precision import inference_dtype
 from core.run import TrainingRun
 from minigpt_tui.chat import FixedWeights, TrainerWeights
@@ -42,6 +43,7 @@ class RunSource:
     actions: frozenset[str] = frozenset()  # which of TRAINING_ACTIONS it offers
     opens_on_prompt = False  # the app opens with the chat's prompt box focused
     chat_dtype = "float32"  # of the chat's copy of the weights (--chat-dtype, which defaults to auto): see below
+    template: Template | None = None  # an instruct run's prompt template: the chat answers instructions in it
 
     def __init__(self) -> None:
         self.ended = threading.Event()  # set once nothing is left to save: the app may leave however it must
@@ -65,6 +67,10 @@ class RunSource:
         """What the chat says before the first prompt; `saved` is the run's newest checkpoint event, if any."""
         raise NotImplementedError
 
+    def loss_example(self) -> list[tuple[str, str, bool]] | None:
+        """One training example as the loss sees it, where the source knows its task's data (core/tasks.py)."""
+        return None
+
     def chat_precision(self, device) -> torch.dtype:
         """The dtype the chat's weights are kept in on `device` (see `core.precision.inference_dtype`)."""
         return inference_dtype(self.chat_dtype, torch.device(device))
@@ -83,6 +89,7 @@ class LiveRun(RunSource):
         self.out_dir = Path(train_cfg.out_dir)
         self.origin = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
         self.title = f"resumed from {train_cfg.resume}" if train_cfg.resume else ""
+        self.template = template_of(train_cfg.task, train_cfg.template)
         self.control = TrainingControl()
         self.run: TrainingRun | None = None  # once started; its `trainer` is there once RunStarted arrives
 
@@ -102,6 +109,9 @@ class LiveRun(RunSource):
 
     def chat_hint(self, saved: CheckpointSaved | None) -> str:
         return "Press i to type a prompt: the model continues it with its latest weights, while it trains."
+
+    def loss_example(self) -> list[tuple[str, str, bool]] | None:
+        return self.run.trainer.task.loss_example() if self.run and self.run.trainer else None
 
 
 class FollowedRun(RunSource):
@@ -142,6 +152,7 @@ class OpenedRun(RunSource):
         self.out_dir = Path(out_dir or checkpoint.path.parent)  # conversations go beside the checkpoint
         self.origin = f"pretrained {checkpoint.init}" if checkpoint.init else preset_name
         self.title = f"checkpoint {checkpoint.path}"
+        self.template = checkpoint.template
 
     def start(self, app) -> None:
         """The checkpoint's record, as a run resumed from it would show before its first step. Shown at once, on

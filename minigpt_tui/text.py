@@ -16,20 +16,23 @@ def printable(text: str) -> str:
     return text.translate(_CONTROL_PICTURES)
 
 
-def visible(text: str) -> Content:
+def visible(text: str | Content) -> Content:
     """Model output as shown: control characters as symbols, and whitespace that would not show (output that is
     nothing but line breaks and spaces, whitespace at its end, runs of 3 or more line breaks) as dim ⏎ · →.
-    An untrained model often writes 50 line breaks: without the marks its reply would look like nothing."""
-    text = printable(text)
-    parts: list[str | tuple[str, str]] = []
+    An untrained model often writes 50 line breaks: without the marks its reply would look like nothing.
+    Content (a reply tinted token by token, already `printable`) keeps its styles, on the marks too."""
+    content = text if isinstance(text, Content) else Content(printable(text))
+    plain = content.plain
+    parts: list[Content] = []
     shown = 0
-    for run in _WHITESPACE_RUN.finditer(text):
-        at_end = run.end() == len(text)
+    for run in _WHITESPACE_RUN.finditer(plain):
+        at_end = run.end() == len(plain)
         if at_end or run.group().count("\n") >= 3:
-            parts += [text[shown : run.start()], (run.group().translate(_WHITESPACE_MARKS), "dim")]
-            parts += [] if at_end else ["\n"]
+            marks = Content(run.group().translate(_WHITESPACE_MARKS), content[run.start() : run.end()].spans)
+            parts += [content[shown : run.start()], marks.stylize("dim")]
+            parts += [] if at_end else [Content("\n")]
             shown = run.end()
-    parts.append(text[shown:])
+    parts.append(content[shown:])
     return Content.assemble(*parts)
 
 

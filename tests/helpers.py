@@ -56,6 +56,17 @@ def run_metrics(out_dir) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in MEASURED} for line in lines]
 
 
+class ManualClock:
+    """Stands in for the `time` module of the module under test (monkeypatch it there): its monotonic() moves
+    only when the test moves `now`."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
 class OneParameterAtATime:
     """A fake optimizer whose step k sets every parameter to k, one parameter after another with a pause
     in between: a reader that copies without waiting for the step to end gets a mix of k - 1 and k."""

@@ -11,6 +11,8 @@ from dataclasses import asdict
 import pytest
 import torch
 
+import core.generate
+import core.headless
 import core.train
 from core import GPTModel, generate_text_simple, resume, text_to_token_ids, token_ids_to_text
 from core.checkpoint import load_model, save_checkpoint
@@ -106,7 +108,7 @@ def test_bad_flags_fail_fast_with_exit_2(flags, message, capsys):
 )
 def test_training_flags_take_effect_before_the_subcommand_or_after_it(argv, monkeypatch):
     runs = []
-    monkeypatch.setattr(cli, "run_headless", lambda *run: runs.append(run) or 0)
+    monkeypatch.setattr(core.headless, "run_headless", lambda *run: runs.append(run) or 0)
     assert main([*argv, "--device", "cpu"]) == 0
     ((name, model_cfg, train_cfg),) = runs
     assert (name, model_cfg.n_layers, train_cfg.epochs, train_cfg.device) == ("tiny", 2, 1, "cpu")
@@ -328,7 +330,7 @@ def test_generate_with_bfloat16_weights_continues_like_a_bfloat16_copy(monkeypat
 
 def test_generate_prints_characters_split_across_tokens_whole(monkeypatch, tiny_checkpoint):
     reply = " 日本語 😀 café"
-    monkeypatch.setattr(cli, "generate", lambda *args: iter(text_to_token_ids(reply)[0].tolist()))
+    monkeypatch.setattr(core.generate, "generate", lambda *args: iter(text_to_token_ids(reply)[0].tolist()))
     code, terminal = generate_cli(monkeypatch, "Say", "--checkpoint", str(tiny_checkpoint))
     assert code == 0 and terminal.text() == "Say" + reply + "\n"
 

@@ -17,3 +17,22 @@ def test_importing_core_loads_no_ui_package():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_help_and_bad_flags_answer_before_torch_loads():
+    """`minigpt-tui --help` parses its arguments first: torch and Textual (seconds to import on a busy machine)
+    load only for a command that runs."""
+    code = (
+        "import sys\n"
+        "from minigpt_tui import cli\n"
+        "helps = [[command, '--help'] for command in ('generate', 'inspect', 'serve', 'export', 'train')]\n"
+        "for argv in (['--help'], *helps, ['--epochs', 'x'], ['generate', '--top-p', '2', 'a']):\n"
+        "    try:\n"
+        "        cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'textual') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "--top-p: invalid sampling_setting" not in result.stderr and "top-p must be" in result.stderr

@@ -18,23 +18,35 @@ def same_weights(a, b) -> bool:
 
 
 def test_a_snapshot_never_holds_half_updated_weights(tiny_cfg, quick_train_cfg, story):
-    trainer = make_trainer(tiny_cfg, replace(quick_train_cfg, eval_freq=100), story, OneParameterAtATime)
+    """Snapshots are taken in a loop while the fake optimizer writes each step's weights slowly; after each step
+    the trainer waits until a snapshot has seen it, so that every step is seen, however the threads are run."""
+    seen, torn = set(), []
+    seen_changed = threading.Condition()
+
+    def wait_until_seen(event):
+        if isinstance(event, StepDone):
+            with seen_changed:
+                assert seen_changed.wait_for(lambda: event.global_step in seen, timeout=60)
+
+    train_cfg = replace(quick_train_cfg, eval_freq=100, max_steps=6)
+    trainer = make_trainer(tiny_cfg, train_cfg, story, OneParameterAtATime, on_event=wait_until_seen)
     initial = {name: t.clone() for name, t in trainer.model.state_dict().items()}
     into = inference_model(tiny_cfg)
     training = threading.Thread(target=trainer.run)
     training.start()
-    seen, torn = set(), []
     while training.is_alive():
         version = snapshot(trainer, into)
         k = version.global_step
         expected = initial if k == 0 else {name: torch.full_like(t, k) for name, t in initial.items()}
         if not all(torch.equal(t, expected[name]) for name, t in into.state_dict().items()):
             torn.append(k)
-        seen.add(k)
+        with seen_changed:
+            seen.add(k)
+            seen_changed.notify_all()
     training.join()
     assert torn == []
-    assert len(seen - {0}) >= 5  # snapshots really were taken all through training
-    assert snapshot(trainer, into) == Position(epoch=1, step=20, global_step=20, epoch_ended=True)
+    assert seen - {0} == set(range(1, 7))  # snapshots were taken all through training, one of each step
+    assert snapshot(trainer, into) == Position(epoch=1, step=6, global_step=6)
 
 
 def test_snapshots_before_while_paused_and_after_training(tiny_cfg, quick_train_cfg, story, tmp_path):

@@ -12,8 +12,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
+from core.instruct import Template
 from minigpt_tui import messages
-from minigpt_tui.chat import ChatEngine, Exchange, FixedWeights, Request, Sampling, TrainerWeights
+from minigpt_tui.chat import ChatEngine, Exchange, FixedWeights, Request, Sampling, TrainerWeights, instruct_prompt
 from minigpt_tui.text import printable, visible
 from minigpt_tui.widgets.prompt_input import PromptInput
 
@@ -29,23 +30,25 @@ def probability_legend() -> Text:
     return legend
 
 
-def tinted(pieces: list[tuple[str, float]]) -> Text:
-    """Generated text, each token coloured by the probability the model gave it. Each span carries its token
-    and probability as style metadata (`token`, `probability`), for the mouse to show."""
+def tinted(pieces: list[tuple[str, float]]) -> Content:
+    """Generated text, each token coloured by the probability the model gave it, its whitespace marked as
+    untinted (`visible`). Each span carries its token and probability as style metadata (`token`,
+    `probability`), for the mouse to show."""
     text = Text()
     for piece, prob in pieces:
         colour = next(colour for floor, colour in PROBABILITY_TINTS if prob >= floor)
         text.append(printable(piece), style=Style(color=colour, meta={"token": piece, "probability": prob}))
-    return text
+    return visible(Content.from_rich_text(text))
 
 
 class ExchangeView(Vertical):
     """One prompt and its reply: a status line (which weights, how far), then the prompt in bold and the reply."""
 
-    def __init__(self, exchange: Exchange, tint: bool = False) -> None:
+    def __init__(self, exchange: Exchange, tint: bool = False, raw: bool = False) -> None:
         super().__init__(classes="exchange")
         self.exchange = exchange
         self.tint = tint  # colour the reply's tokens by their probability
+        self.raw = raw  # show the prompt the model was given, not the one typed
 
     def compose(self) -> ComposeResult:
         yield Static(classes="exchange-status", markup=False)
@@ -58,9 +61,12 @@ class ExchangeView(Vertical):
     def show(self) -> None:
         exchange = self.exchange
         self.query_one(".exchange-status", Static).update(Text(exchange.status()))
-        text = [Content.styled(printable(exchange.prompt), "bold"), visible(exchange.reply)]
+        prompt = exchange.prompt
+        if exchange.model_prompt is not None:  # an instruct model's: its response on a line of its own
+            prompt = exchange.model_prompt if self.raw else exchange.prompt + "\n"
+        text = [Content.styled(printable(prompt), "bold"), visible(exchange.reply)]
         if self.tint and exchange.token_probabilities and not exchange.in_progress:
-            text[1] = Content.from_rich_text(tinted(exchange.token_probabilities))
+            text[1] = tinted(exchange.token_probabilities)
         if exchange.reply and not exchange.reply.strip() and not exchange.in_progress:
             text.append(Content.styled("  (whitespace only)", "dim italic"))
         self.query_one(".exchange-text", Static).update(Content.assemble(*text))
@@ -76,15 +82,18 @@ class ExchangeView(Vertical):
 class ChatPane(Vertical):
     """Prompts go to a `ChatEngine` running on a thread worker; its replies stream into the conversation."""
 
-    def __init__(self, hint: str | Text, **kwargs) -> None:
-        """`hint`: what the empty conversation says (how to start)."""
+    def __init__(self, hint: str | Text, template: Template | None = None, **kwargs) -> None:
+        """`hint`: what the empty conversation says (how to start). `template`: an instruct model's, in which
+        what is typed is the instruction."""
         super().__init__(**kwargs)
-        self.hint = hint
+        self.template = template
+        self.hint = self._with_template(hint)
         self.engine = ChatEngine(self.post_message)
         self.sampling = Sampling()
         self.exchanges: list[Exchange] = []
         self.views: list[ExchangeView] = []  # one per exchange, in the same order
         self.tint = False  # replies coloured by the probability the model gave each token
+        self.raw = False  # instruct mode: show the prompts as the model saw them, in its template
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="conversation"):
@@ -101,9 +110,26 @@ class ChatPane(Vertical):
 
     def set_hint(self, hint: str | Text) -> None:
         """What the conversation says until the first prompt is sent."""
-        self.hint = hint
+        self.hint = self._with_template(hint)
         for static in self.query("#chat-hint").results(Static):
-            static.update(hint)
+            static.update(self.hint)
+
+    def _with_template(self, hint: str | Text) -> str | Text:
+        if self.template is None:
+            return hint
+        return Text.assemble(
+            hint,
+            f"\nAn instruct model ({self.template.name} template): what you type is the instruction, an input may "
+            "follow after ---, and it answers up to <|endoftext|>. ctrl+r shows the prompt it was given.",
+        )
+
+    def toggle_raw(self) -> bool:
+        """Show the prompts as the model was given them (in the template), or as typed; returns the setting."""
+        self.raw = not self.raw
+        for view in self.views:
+            view.raw = self.raw
+            view.show()
+        return self.raw
 
     def use_weights(self, weights: TrainerWeights | FixedWeights) -> None:
         self.engine.use_weights(weights)
@@ -155,14 +181,16 @@ class ChatPane(Vertical):
     @on(PromptInput.Sent)
     def send(self, event: PromptInput.Sent) -> None:
         prompt = event.prompt
-        exchange = Exchange(len(self.exchanges) + 1, prompt, self.sampling)
+        model_prompt = instruct_prompt(prompt, self.template)
+        exchange = Exchange(len(self.exchanges) + 1, prompt, self.sampling, model_prompt=model_prompt)
         self.exchanges.append(exchange)
         self.query("#chat-hint").remove()
         conversation = self.query_one("#conversation", VerticalScroll)
-        self.views.append(ExchangeView(exchange, self.tint))
+        self.views.append(ExchangeView(exchange, self.tint, self.raw))
         conversation.mount(self.views[-1])
         conversation.call_after_refresh(conversation.scroll_end, animate=False)  # a new prompt: show it
-        self.engine.submit(Request(exchange.number, prompt, self.sampling))
+        answer_only = model_prompt is not None
+        self.engine.submit(Request(exchange.number, model_prompt or prompt, self.sampling, answer_only))
         self.app.refresh_bindings()  # Esc now stops a reply
 
     def _update(self, message: messages.ChatMessage, **changes) -> None:

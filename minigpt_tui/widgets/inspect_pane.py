@@ -57,6 +57,21 @@ class InspectionReady(Message):
         self.number, self.shown, self.error = number, shown, error
 
 
+def loss_example_text(example: list[tuple[str, str, bool]]) -> Text:
+    """Each target token green where the loss trains on it, dim where it is ignored (-100), each part of the
+    template named where it begins."""
+    text = Text.assemble(
+        ("training example, as the loss sees it: ", "bold"), ("trained", "bold green"), " · ", ("ignored", "dim")
+    )
+    part = None
+    for piece, name, trained in example:
+        if name != part:
+            text.append(f" ‹{name}› ", style="italic magenta")
+            part = name
+        text.append(printable(piece), style="bold green" if trained else "dim")
+    return text
+
+
 class InspectText(Input):
     """The text box. Pasted control characters (ESC, CR) show as symbols rather than reach the terminal."""
 
@@ -76,9 +91,12 @@ class InspectPane(Vertical, can_focus=True):
         Binding("left_square_bracket", "head(-1)", "Head", key_display="[]", tooltip="The previous / next head"),
         Binding("right_square_bracket", "head(1)", "Head", show=False),
         Binding("m", "mean", "Mean", tooltip="The mean over the heads, or back to one head"),
-        Binding("e", "edit", "Edit text", tooltip="Type another text to inspect (Enter inspects it)"),
+        Binding("e", "edit", "Edit text", tooltip="Type another text to inspect (Enter inspects it, Esc leaves)"),
         Binding("f", "follow", "Follow", tooltip="Follow the latest weights at each evaluation, or hold these"),
         Binding("r", "refresh_weights", "Refresh", tooltip="Take the latest weights now"),
+        Binding("d", "loss_example", "Example", tooltip="Instruct runs: one training example as the loss sees it"),
+        # While the text box has focus, letters type (the footer hides their keys): the footer shows this one.
+        Binding("escape", "leave_text", "Leave text", tooltip="Leave the text box, keeping the text inspected"),
     ]
 
     def __init__(self, text: str, **kwargs) -> None:
@@ -103,6 +121,7 @@ class InspectPane(Vertical, can_focus=True):
         )
         yield Static("", id="inspect-tokens")
         yield Static(Text("Waiting for the model…"), id="inspect-status")
+        yield Static("", id="inspect-example")
         with Horizontal(id="inspect-views"):
             yield Static("", id="inspect-next")
             yield Static("", id="inspect-attention")
@@ -135,6 +154,14 @@ class InspectPane(Vertical, can_focus=True):
 
     def on_show(self) -> None:
         self.inspect()
+
+    def set_loss_example(self, example: list[tuple[str, str, bool]]) -> None:
+        """The training example `d` shows (core.instruct.as_the_loss_sees_it)."""
+        self.query_one("#inspect-example", Static).update(loss_example_text(example))
+
+    def action_loss_example(self) -> None:
+        example = self.query_one("#inspect-example", Static)
+        example.display = not example.display
 
     # Keys.
 
@@ -175,6 +202,15 @@ class InspectPane(Vertical, can_focus=True):
         self.edited = True
         self.select(text=event.value, position=-1)
         self.focus()
+
+    def action_leave_text(self) -> None:
+        self.query_one(InspectText).value = self.selection.text
+        self.focus()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "leave_text":  # elsewhere in the tab, Esc is the app's (it stops the chat's reply)
+            return self.query_one(InspectText).has_focus
+        return True
 
     def select(self, **changes) -> None:
         self.selection = replace(self.selection, **changes)

@@ -22,15 +22,25 @@ class PromptInput(Input):
     BINDINGS = [
         # (Enter is handled in _on_key; the binding shows it in the footer and the help.)
         Binding("enter", "submit", "Send", tooltip="Send the prompt (it waits while a reply streams)"),
-        Binding("escape", "app.stop_reply", "Stop reply", tooltip="Stop the reply and drop the prompts waiting"),
+        Binding(
+            "escape",
+            "app.stop_reply",
+            "Stop reply",
+            tooltip="Stop the reply and drop the prompts waiting; with none, leave the box",
+        ),
+        Binding("escape", "app.leave_prompt", "Leave"),  # (when no reply streams: the app's check_action)
         Binding("up", "recall(-1)", "History", key_display="↑↓", tooltip="Recall earlier prompts"),
         Binding("down", "recall(1)", "History", show=False),
-        Binding("tab", "app.leave_prompt", "Leave", tooltip="Leave the prompt box: the app's keys apply again"),
+        Binding(
+            "tab", "app.leave_prompt", "Leave", show=False, tooltip="Leave the prompt box: the app's keys apply again"
+        ),
         Binding("ctrl+y", "app.copy_reply", "Copy reply", tooltip="Copy the last reply to the clipboard"),
         Binding("ctrl+o", "app.sampling", "Sampling", tooltip="Temperature, top-k, top-p, max new tokens"),
         Binding("ctrl+t", "app.toggle_tint", "Tint", tooltip="Colour the replies by each token's probability"),
+        Binding("ctrl+r", "app.toggle_raw", "Raw prompt", tooltip="Instruct models: show the prompt in its template"),
         Binding("f1", "app.help", "Help", tooltip="Show every key"),
-        Binding("ctrl+p", "app.command_palette", show=False),  # (a priority key anyway) so the footer shows it
+        # (A priority key anyway.) Here so that the footer shows it as it does elsewhere: "^p palette".
+        Binding("ctrl+p", "app.command_palette", "palette", show=False),
     ]
 
     class Sent(Message):

@@ -58,6 +58,7 @@ class SamplingScreen(ModalScreen[Sampling | None]):
 
     def on_mount(self) -> None:
         self.query_one("#sampling-form").border_title = "Sampling"
+        self.set_focus(self.query_one(Input))  # now, before the keys typed after ctrl+o come in
 
     @on(Input.Submitted)
     def apply(self) -> None:

@@ -26,6 +26,7 @@ STATES = {
     "attached": ("◉ attached", "bold $text-primary"),  # a run whose files say nothing of its state (no status.json)
 }
 ENDED = ("stopped", "finished", "failed", "chat only")
+TICKING = ("running", "pausing")  # the states in which the run trains: its clock runs (pauses don't count, as in core)
 GAP = "  "
 
 
@@ -56,7 +57,10 @@ class StatusBar(Widget):
         """Forget the run (an attached run's files were rewritten); the state stays until set."""
         self.started: RunStarted | None = None
         self.last_step: StepDone | None = None
-        self._last_step_at = 0.0  # monotonic time the last StepDone arrived, to run the clock between steps
+        # The clock between steps: the seconds it ran since the last StepDone, and since when it has been
+        # running again (monotonic time; None while it is stopped: paused, or ended). A pause stops it at once.
+        self._ticked = 0.0
+        self._ticking_since: float | None = None
         self.best_val: tuple[float, int] | None = None  # (loss, global step)
         self.error: str | None = None
         self.notice: HealthNotice | None = None  # the latest health notice, shown until the next one
@@ -84,6 +88,11 @@ class StatusBar(Widget):
                 self.clear()
 
     def set_state(self, state: str) -> None:
+        if self._ticking_since is not None and state not in TICKING:
+            self._ticked += time.monotonic() - self._ticking_since
+            self._ticking_since = None
+        elif self._ticking_since is None and state in TICKING and self.last_step is not None:
+            self._ticking_since = time.monotonic()
         self.state = state
         self._changed()
 
@@ -92,7 +101,8 @@ class StatusBar(Widget):
         self._changed()
 
     def step_done(self, event: StepDone) -> None:
-        self.last_step, self._last_step_at = event, time.monotonic()
+        self.last_step, self._ticked = event, 0.0
+        self._ticking_since = time.monotonic() if self.state in TICKING else None
         self._changed()
 
     def evaluated(self, event: Evaluated) -> None:
@@ -114,8 +124,8 @@ class StatusBar(Widget):
     def elapsed(self) -> float:
         if self.last_step is None:
             return 0.0
-        ticking = self.state in ("running", "pausing")  # pauses don't count, as in core
-        return self.last_step.elapsed_s + (time.monotonic() - self._last_step_at if ticking else 0.0)
+        running = time.monotonic() - self._ticking_since if self._ticking_since is not None else 0.0
+        return self.last_step.elapsed_s + self._ticked + running
 
     def eta(self) -> float | None:
         run, step = self.started, self.last_step

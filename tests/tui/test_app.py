@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
-from textual.widgets import ProgressBar
-from tui_helpers import record_notifications, screen_text, wait_for
+import pytest
+from textual.widgets import Footer, ProgressBar
+from textual.widgets._footer import FooterKey
+from tui_helpers import palette_command, record_notifications, screen_text, wait_for
 
 import core.data
 from core import events
@@ -78,9 +80,7 @@ async def test_the_command_palette_saves_the_loss_plot(make_app):
         app.post_message(messages.RunEvent(AN_EVALUATION))
         await wait_for(pilot, lambda: app.history, "the evaluation")
         notes = record_notifications(app)
-        await pilot.press("ctrl+p", *"loss plot")
-        await pilot.pause(0.2)  # the palette searches in the background
-        await pilot.press("enter")
+        await palette_command(pilot, "loss plot")
         await wait_for(pilot, lambda: notes, "the plot to be saved")
         plot = app.outputs.dir / "loss_plot.png"
         assert notes == [f"Loss plot saved to {plot}"]
@@ -240,3 +240,25 @@ async def test_the_layout_fits_80_by_24(make_app):
             assert region.area > 0 and screen.contains_region(region), widget.__name__
         assert app.query_one("#conversation").size.height >= 8
         assert "greedy · up to 50 tokens" in screen_text(app)
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120])
+async def test_the_footer_shows_whole_keys_and_the_palette_key_in_every_tab(make_app, columns):
+    app = make_app(paused=True)
+    async with app.run_test(size=(columns, 30)) as pilot:
+        steps = [
+            ("samples", []),
+            ("chat", ["t"]),
+            ("prompt box", ["i"]),
+            ("inspect", ["tab", "x"]),
+            ("its text", ["e"]),
+        ]
+        footer = app.screen.query_one(Footer)
+        palette_key = lambda: footer.query(".-command-palette")  # noqa: E731 (the footer is composed again)
+        for place, keys in steps:
+            await pilot.press(*keys)
+            await wait_for(pilot, palette_key, "the footer")
+            shown, palette = list(footer.query(FooterKey)), palette_key().first()
+            assert all(key.region.right <= palette.region.x for key in shown if key is not palette), place
+            line = screen_text(app).splitlines()[-1]
+            assert line.rstrip().endswith("▏^p palette"), place  # nothing after it

@@ -1,7 +1,7 @@
 """The chart's views (v): loss with the best val marked and an optional EMA, learning rate, gradient norm,
 tokens/s; and the health notices on screen."""
 
-from tui_helpers import record_notifications, screen_text
+from tui_helpers import palette_command, record_notifications, screen_text
 
 from core import events
 from minigpt_tui import messages
@@ -49,10 +49,7 @@ async def test_the_palette_picks_a_view_and_e_smooths_the_train_loss(make_app):
     app = make_app(paused=True)
     async with app.run_test(size=(100, 30)) as pilot:
         chart = app.query_one(LossChart)
-        await pilot.press("ctrl+p")
-        await pilot.press(*"gradient norm")
-        await pilot.press("enter")
-        await pilot.pause()
+        await palette_command(pilot, "gradient norm")
         assert chart.view == "grad_norm" and chart.border_title == "Gradient norm"
         await pilot.press("e")  # back to the loss, smoothed
         assert chart.view == "loss" and chart.smoothed and "train EMA" in chart.border_subtitle

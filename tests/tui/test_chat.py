@@ -5,7 +5,7 @@ import threading
 import time
 
 from textual.events import Paste
-from tui_helpers import record_notifications, screen_text, wait_for
+from tui_helpers import palette_command, record_notifications, screen_text, wait_for
 
 from core import run as core_run
 from core.generate import generate
@@ -108,7 +108,7 @@ async def test_chat_before_training_starts_while_paused_and_after_it_finishes(ma
     set_up = threading.Event()
     read_corpus = core_run.read_corpus
     monkeypatch.setattr(core_run, "read_corpus", lambda *args: set_up.wait(60) and read_corpus(*args))
-    app = make_app()
+    app = make_app(max_steps=3)  # (the epoch's 7 steps would answer no differently)
     async with app.run_test() as pilot:
         await send(pilot, "Every effort moves you")  # the model does not exist yet
         await wait_for(pilot, lambda: exchanges(app)[0].state == "waiting", "the prompt to wait")
@@ -131,7 +131,7 @@ async def test_chat_before_training_starts_while_paused_and_after_it_finishes(ma
         await wait_for(pilot, lambda: app.result is not None, "the run to finish")
         await send(pilot, "After training")
         await wait_for(pilot, replied(app, 3), "the reply after training")
-        assert exchanges(app)[2].weights == "end of epoch 1 (step 7)"
+        assert exchanges(app)[2].weights == "epoch 1, step 3 (step 3 overall)"
         assert exchanges(app)[2].reply != exchanges(app)[1].reply  # trained weights answer differently
 
 
@@ -220,9 +220,7 @@ async def test_save_the_conversation_from_the_palette(make_app, monkeypatch):
     async with app.run_test() as pilot:
         await send(pilot, "[bold]Every effort[/]")
         await wait_for(pilot, replied(app), "the reply")
-        await pilot.press("ctrl+p", *"save conv")  # ctrl+p works in the prompt box too
-        await pilot.pause(0.2)  # the palette searches in the background
-        await pilot.press("enter")
+        await palette_command(pilot, "save conv")  # ctrl+p works in the prompt box too
         await wait_for(pilot, lambda: notes, "the conversation to be saved")
         (saved,) = app.outputs.dir.glob("chat-*.txt")
         assert notes == [f"Conversation saved to {saved}"]

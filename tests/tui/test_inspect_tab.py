@@ -1,9 +1,11 @@
 """The Inspect tab: keys move the selection, and the view follows the weights of each evaluation; the chat's tint."""
 
+import re
+
 from test_attach import attached_app
 from test_checkpoints_in_the_app import chat_only_app
 from textual.widgets import Static
-from tui_helpers import screen_text, wait_for
+from tui_helpers import palette_command, screen_text, wait_for
 
 from minigpt_tui.widgets import ChatPane, PromptInput
 from minigpt_tui.widgets.inspect_pane import InspectPane
@@ -99,3 +101,29 @@ async def test_attached_before_the_run_saves_a_checkpoint_it_says_so(tmp_path):
         await pilot.press("x")
         status = app.query_one("#inspect-status", Static)
         await wait_for(pilot, lambda: "No checkpoint yet" in str(status.render()), "the reason")
+
+
+async def test_a_palette_command_leaves_the_text_box_and_the_footer_says_how_to_leave_it(make_app):
+    app = make_app(paused=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("x", "e")  # the Inspect tab, its text box
+        box = app.query_one("#inspect-text")
+        assert app.focused is box
+        footer = screen_text(app).splitlines()[-1]
+        assert "esc Leave text" in footer  # letters type here: the footer hides their keys, not the way out
+        await palette_command(pilot, "log scale")
+        assert app.focused is not box
+        await pilot.press("t", "t")  # the next tabs, not "tt" typed into the text box
+        assert box.value == "Every effort moves you"
+        await pilot.press("x", "e", "escape")
+        assert app.focused is app.query_one(InspectPane)
+
+
+async def test_the_help_says_what_e_does_in_each_place(make_app):
+    app = make_app(paused=True)
+    async with app.run_test(size=(100, 50)) as pilot:
+        await pilot.press("f1")
+        help_text = "\n".join(str(static.render()) for static in app.screen.query(Static))
+        assert re.search(r"^e +Chart: toggle the smoothed .*\(Inspect tab: edit the text\)", help_text, re.M)
+        inspect_section = help_text[help_text.index("In the Inspect tab") :]
+        assert re.search(r"^e +Type another text to inspect", inspect_section, re.M)

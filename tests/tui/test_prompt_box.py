@@ -2,13 +2,13 @@
 
 from test_chat import exchanges, replied, send
 from textual import events
-from tui_helpers import screen_text, wait_for
+from tui_helpers import record_notifications, screen_text, wait_for
 
 from core.tokenizer import encode
 from minigpt_tui import chat
 from minigpt_tui.app import MiniGPTApp
 from minigpt_tui.terminal_input import PasteKeepingParser
-from minigpt_tui.widgets import PromptInput
+from minigpt_tui.widgets import ChatPane, PromptInput
 
 
 def one_token(model, prompt_ids, *settings):
@@ -18,7 +18,7 @@ def one_token(model, prompt_ids, *settings):
 def burst(app, text: str) -> None:
     """Keys as a terminal delivers fast typing: all queued at once, none waiting for the app to catch up."""
     for char in text:
-        key = {"\n": "enter", " ": "space"}.get(char, char)
+        key = {"\n": "enter", " ": "space", "\x0f": "ctrl+o", "\x1b": "escape", ".": "full_stop"}.get(char, char)
         event = events.Key(key, "\r" if char == "\n" else char)
         event.set_sender(app)
         app._driver.send_message(event)
@@ -86,3 +86,33 @@ async def test_a_reply_of_only_whitespace_is_visible_and_kept_as_generated(make_
         await wait_for(pilot, replied(app), "the reply")
         assert "Hello⏎⏎⏎··⏎  (whitespace only)" in screen_text(app)
         assert exchanges(app)[0].reply == "\n\n\n  \n"  # what a saved conversation holds
+
+
+async def test_esc_leaves_the_prompt_box_when_no_reply_streams_and_the_footer_says_so(make_app):
+    app = make_app(paused=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("i")
+        assert app.focused is app.query_one(PromptInput)
+        assert "esc Leave" in screen_text(app).splitlines()[-1]
+        await pilot.press("escape")
+        assert app.focused is app.query_one("#conversation")  # the app's keys apply again: t shows the next tab
+
+
+async def test_keys_typed_at_once_after_ctrl_o_reach_the_sampling_settings(make_app):
+    app = make_app(paused=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("i")
+        notes = record_notifications(app)
+        burst(app, "\x0f")  # ctrl+o, and what follows before the settings have shown: all queued at once
+        burst(app, "0.5\n")  # a new temperature (the field's text is selected: typing replaces it), Enter
+        await wait_for(pilot, lambda: notes, "the settings to be applied")
+        assert app.query_one(ChatPane).sampling.temperature == 0.5
+        assert notes == ["Replies from now on: temperature 0.5 · up to 50 tokens"]
+        assert app.query_one(PromptInput).value == ""  # nothing typed in the prompt box behind it
+        assert not exchanges(app)  # and no prompt sent
+
+        burst(app, "\x0f")
+        burst(app, "9\x1b")  # typed, then Esc: not applied, and the app says so
+        await wait_for(pilot, lambda: len(notes) == 2, "the settings to be closed")
+        assert app.query_one(ChatPane).sampling.temperature == 0.5
+        assert notes[1] == "Sampling unchanged: temperature 0.5 · up to 50 tokens"

@@ -1,12 +1,15 @@
 """The panels' own logic: thinning long loss histories, showing model output safely, and bad flags."""
 
 import pytest
+from helpers import ManualClock
+from textual.app import App
 from textual.content import Content
 
-from core.events import Evaluated
+from core.events import Evaluated, StepDone
 from minigpt_tui import cli
-from minigpt_tui.text import printable
-from minigpt_tui.widgets import LossChart
+from minigpt_tui.text import printable, visible
+from minigpt_tui.widgets import LossChart, StatusBar, status_bar
+from minigpt_tui.widgets.chat_pane import tinted
 from minigpt_tui.widgets.loss_chart import downsample
 from minigpt_tui.widgets.status_bar import pack
 
@@ -74,3 +77,40 @@ def test_bad_flags_fail_before_the_app_opens(flags, message, capsys, monkeypatch
         cli.main(flags)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_tinted_reply_keeps_its_whitespace_marks_and_each_token_its_probability():
+    pieces = [(" one", 0.9), ("\n\n", 0.2), ("\n\n", 0.05), ("two", 0.6), (" \n", 0.005)]
+    reply = tinted(pieces)
+    assert reply.plain == " one⏎⏎⏎⏎\ntwo·⏎"  # as untinted (visible): no screenful of blank lines
+    assert reply.plain == visible("".join(piece for piece, _ in pieces)).plain
+    metas = [getattr(span.style, "meta", {}) for span in reply.spans]
+    probabilities = [meta["probability"] for meta in metas if "probability" in meta]
+    assert probabilities == [p for _, p in pieces]  # the mouse still finds each token, marks included
+
+
+class StatusOnly(App):
+    def compose(self):
+        yield StatusBar()
+
+
+async def test_the_elapsed_clock_stops_while_paused_and_goes_on_from_the_same_value(monkeypatch):
+    clock = ManualClock()
+    monkeypatch.setattr(status_bar, "time", clock)
+    app = StatusOnly()
+    async with app.run_test():
+        bar = app.query_one(StatusBar)
+        bar.set_state("running")
+        step = dict(epoch=1, step=5, global_step=5, tokens_seen=320, loss=9.0, tokens_per_s=64.0)
+        bar.show_event(StepDone(**step, elapsed_s=150.0))
+        clock.now += 3
+        assert bar.elapsed() == 153.0  # between steps the clock runs
+        bar.set_state("paused")
+        clock.now += 50
+        assert bar.elapsed() == 153.0  # stopped while paused
+        bar.set_state("running")
+        assert bar.elapsed() == 153.0  # and resumed from where it stopped, not 203
+        clock.now += 2
+        assert bar.elapsed() == 155.0
+        bar.show_event(StepDone(**step | {"global_step": 6, "step": 6}, elapsed_s=155.5))  # the trainer's count
+        assert bar.elapsed() == 155.5

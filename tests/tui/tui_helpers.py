@@ -81,3 +81,13 @@ def layer_records(model: GPTModel, steps: list[int]) -> list[dict]:
         )
         records.append(event.record())
     return records
+
+
+async def palette_command(pilot, query: str) -> None:
+    """Open the command palette, type `query`, wait for what it finds (it searches in the background), and run
+    the first command found."""
+    await pilot.press("ctrl+p", *query)
+    found = lambda: pilot.app.screen.query("CommandList") and pilot.app.screen.query_one("CommandList").option_count  # noqa: E731
+    await wait_for(pilot, found, f"the palette to find {query!r}")
+    await pilot.press("enter")
+    await pilot.pause()
