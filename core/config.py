@@ -88,6 +88,9 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the global gradient norm to this before each optimizer step; None = off
     weight_decay: float = 0.1
     eval_freq: int = 5  # evaluate every this many optimizer steps
+    # measure each layer's statistics (core/layer_stats.py) every this many optimizer steps; None = at each
+    # evaluation (every eval_freq steps); 0 = never
+    layer_stats_every: int | None = None
     eval_batches: int = 5  # batches of train and of val data per evaluation (of a whole step: × grad_accum)
     seed: int = 123
     device: str = "auto"  # auto = cuda, then mps, then cpu

@@ -82,6 +82,7 @@ class RunStarted:
     max_steps: int | None = None  # the run ends at this global step (mid-epoch), when --max-steps is given
     world_size: int = 1  # training processes (torchrun); this event comes from the first one only
     sample_prompt: str = ""  # what the samples continue
+    layer_stats: tuple["LayerStats", ...] = ()  # a resumed run's layer statistics before this session
     trainable_params: int | None = None  # those the optimizer trains, when not all are (LoRA); None: not told
     sample_every: int | None = None  # the run also samples every this many steps (besides at each epoch's end)
     shape: str = ""  # the model's shape in words (core.config.describe)
@@ -218,3 +219,76 @@ class Unreadable:
     """Something in a followed run's files could not be read; what could be read is still shown."""
 
     message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamStats:
+    """One parameter tensor at a layer-statistics step (see core/layer_stats.py); figures of the weights after
+    the step. None: not measured (a frozen tensor has no gradient and no update)."""
+
+    name: str  # as in the model's state dict: blocks.0.attn.qkv.weight
+    layer: str  # the block's number ("0"), or the top-level module (tok_emb, pos_emb, final_norm, out_head)
+    kind: str  # attention, mlp, norms or embeddings (the embeddings and the output head)
+    numel: int
+    trainable: bool
+    weight_rms: float
+    grad_rms: float | None  # before clipping
+    grad_data: float | None  # grad_rms / weight_rms
+    update_data: float | None  # RMS of the change this step made / weight_rms
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockStats:
+    """One block, from the forward pass of the fixed training batch (dropout off)."""
+
+    layer: int
+    resid_attn_rms: float  # the residual stream after the attention's add
+    resid_mlp_rms: float  # after the MLP's add: the block's output
+    act_mean: float  # of the MLP's GELU outputs
+    act_std: float
+    act_near_zero: float  # fraction of them under 0.01 in size
+    head_entropy: tuple[float, ...]  # each head's attention entropy in nats, averaged over queries and batch
+
+
+@dataclass(frozen=True, kw_only=True)
+class Histogram:
+    """A tensor's values in buckets, as TensorBoard's add_histogram_raw takes them (TensorBoard only)."""
+
+    min: float
+    max: float
+    num: int
+    sum: float
+    sum_squares: float
+    bucket_limits: tuple[float, ...]
+    bucket_counts: tuple[float, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerStats(AtPosition):
+    """How each layer is learning at one step: one line of layers.jsonl (without the histograms)."""
+
+    epoch: int  # see Position
+    step: int
+    global_step: int
+    params: tuple[ParamStats, ...]
+    blocks: tuple[BlockStats, ...]
+    logits_rms: float
+    logits_max: float
+    context_length: int  # T of the forward pass: a head spread evenly over all tokens has entropy near log T - 1
+    histograms: tuple[tuple[str, Histogram], ...] = ()  # ("grads/blocks.0.mlp.fc.weight", ...): for TensorBoard
+
+    def record(self) -> dict:
+        record = asdict(self)
+        del record["histograms"]
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> "LayerStats":
+        """From a layers.jsonl line (or a checkpoint's copy); TypeError, KeyError or ValueError if it is not one."""
+        fields = dict(record)
+        fields["params"] = tuple(ParamStats(**p) for p in record["params"])
+        fields["blocks"] = tuple(
+            BlockStats(**{**b, "head_entropy": tuple(b["head_entropy"])}) for b in record["blocks"]
+        )
+        fields.pop("histograms", None)
+        return cls(**fields)

@@ -168,6 +168,13 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     add_shape_args(parser, positive(int))
     parser.add_argument("--eval-freq", type=positive(int), metavar="STEPS", help=f"default: {d.eval_freq}")
     parser.add_argument(
+        "--layer-stats-every",
+        type=non_negative(int),
+        metavar="STEPS",
+        help="measure each layer's weights, gradients, updates and activations every STEPS steps, for the Layers "
+        "view and layers.jsonl (default: at each evaluation; 0: off)",
+    )
+    parser.add_argument(
         "--eval-batches",
         type=positive(int),
         metavar="N",
@@ -299,6 +306,7 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "grad_clip": args.grad_clip,
         "eval_freq": args.eval_freq,
         "eval_batches": args.eval_batches,
+        "layer_stats_every": args.layer_stats_every,
         "seed": args.seed,
         "device": args.device,
         "dtype": args.dtype,

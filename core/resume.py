@@ -16,6 +16,7 @@ MAY_CHANGE = {
     "max_steps": "more than already done",
     "eval_freq": "",
     "eval_batches": "",
+    "layer_stats_every": "",
     "save_every": "",
     "lr": "the schedule's peak from the next step on",
     "grad_clip": "",

@@ -40,6 +40,7 @@ from core.events import (
     FilesSkipped,
     Finished,
     HealthNotice,
+    LayerStats,
     Notice,
     RunStarted,
     StateChanged,
@@ -88,11 +89,12 @@ STATUS_FIGURES = (
 class RunOutputs:
     """The files a run leaves in its output directory.
 
-    Another process can follow a run through them (`minigpt-tui --attach DIR`): metrics.jsonl and samples.txt
-    grow by appended lines; status.json, rewritten atomically whenever the run starts, pauses, resumes or ends,
-    says how the run stands: `state` (starting, running, paused, finished, stopped or failed), `pid` and `host`
-    of the training process, and once it has started STATUS_FIGURES; `progress` (epoch, step, global_step,
-    tokens_seen, elapsed_s, tokens_per_s, as in StepDone)
+    Another process can follow a run through them (`minigpt-tui --attach DIR`): metrics.jsonl, samples.txt and
+    layers.jsonl (the layer statistics, one `LayerStats.record()` a line: docs/layers.md) grow by appended lines;
+    status.json, rewritten atomically whenever the run starts, pauses, resumes or ends, says how the run stands:
+    `state` (starting, running, paused, finished, stopped or failed), `pid` and `host` of the training process,
+    and once it has started STATUS_FIGURES; `progress` (epoch, step, global_step, tokens_seen, elapsed_s,
+    tokens_per_s, as in StepDone)
     where it stood at that moment; `message` when it failed.
 
     A new run in a directory that holds an earlier run's checkpoints (allowed with --overwrite) first moves every
@@ -120,6 +122,7 @@ class RunOutputs:
         self.config = self.dir / "config.json"
         self.metrics = self.dir / "metrics.jsonl"
         self.samples = self.dir / "samples.txt"
+        self.layers = self.dir / "layers.jsonl"
         self.plot = self.dir / "loss_plot.png"
         self.checkpoint = self.dir / "last.pt"
         self.best = self.dir / "best.pt"
@@ -191,6 +194,7 @@ class RunOutputs:
         train_cfg: TrainConfig,
         history: Iterable[dict] = (),
         samples: Iterable[EpochSampled] = (),
+        layer_stats: Iterable[dict] = (),
     ) -> None:
         """Create the directory and start the run's files, so an unwritable place fails before any training.
 
@@ -207,6 +211,8 @@ class RunOutputs:
                 f.write("".join(_metrics_line(record) for record in history).encode())
             with atomic_write(self.samples) as f:
                 f.write("".join(_sample_entry(event) for event in samples).encode())
+            with atomic_write(self.layers) as f:
+                f.write("".join(_metrics_line(record) for record in layer_stats).encode())
             self.plot.unlink(missing_ok=True)  # an earlier plot would mislead; the run draws its own
             self.responses.unlink(missing_ok=True)  # so would an earlier run's responses
             self._write_status(state="starting", pid=os.getpid(), host=socket.gethostname())
@@ -218,6 +224,8 @@ class RunOutputs:
             self._append(self.metrics, _metrics_line(event.record()))
         elif isinstance(event, EpochSampled):
             self._append(self.samples, _sample_entry(event))
+        elif isinstance(event, LayerStats):
+            self._append(self.layers, _metrics_line(event.record()))
         elif isinstance(event, StepDone):
             self._last_step = event  # written with the next status change: a file write per step would cost
         elif isinstance(event, RunStarted):
@@ -255,17 +263,25 @@ class RunOutputs:
             "plot": self.plot,
             "metrics": self.metrics,
             "samples": self.samples,
+            "layers": self.layers,
             "responses": self.responses,
         }
         return {name: str(path) for name, path in paths.items() if path.exists()}
 
 
 def _metrics_line(record: dict) -> str:
-    # Strict JSON: a number that is not finite is written as null (json.dumps would write NaN, which is not JSON).
-    finite = {
-        key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in record.items()
-    }
-    return json.dumps(finite) + "\n"
+    return json.dumps(_strict(record)) + "\n"
+
+
+def _strict(value):
+    """Strict JSON: a number that is not finite becomes null (json.dumps would write NaN, which is not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
 
 
 # Each sample in samples.txt starts with this line; `--attach` (core/run_files.py) reads them back by it.
@@ -344,10 +360,14 @@ class TrainingRun:
             trainer.load_state_dict(checkpoint, str(cfg.resume))
         self.dist.seed_dropout(cfg.seed, trainer.global_step)
         if main:
-            self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
+            self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events(), trainer.layer_history)
             if cfg.tensorboard:
                 self.tensorboard = TensorBoardWriter(
-                    self.outputs.tensorboard, trainer.global_step, trainer.history, trainer.sample_events()
+                    self.outputs.tensorboard,
+                    trainer.global_step,
+                    trainer.history,
+                    trainer.sample_events(),
+                    trainer.layer_history,
                 )
             if cfg.wandb:
                 config = {"model": asdict(self.model_cfg), "train": asdict(cfg)}

@@ -16,6 +16,7 @@ from core.events import (
     CheckpointSaved,
     EpochSampled,
     Evaluated,
+    LayerStats,
     Restarted,
     RunStarted,
     StateChanged,
@@ -188,6 +189,24 @@ def process_gone(status: dict) -> bool:
     return False
 
 
+def layer_stats_from(line: str) -> LayerStats | None:
+    """The measurement a layers.jsonl line records; None for a line that is not one. Figures may be null (a
+    ratio that was infinite, a frozen tensor's gradient)."""
+    try:
+        event = LayerStats.from_record(json.loads(line))
+        count(event.global_step), count(event.context_length)
+        for p in event.params:
+            number(p.weight_rms, finite=False)
+            for value in (p.grad_rms, p.grad_data, p.update_data):
+                figure(value)
+        for b in event.blocks:
+            for value in (b.resid_attn_rms, b.resid_mlp_rms, b.act_mean, b.act_std, b.act_near_zero, *b.head_entropy):
+                number(value, finite=False)
+        return event
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+
+
 class RunFollower:
     """Reads a run directory's files as they grow; `poll()` returns what changed as `core.events`, the way a run
     reports live, plus `Restarted` when the files were rewritten and `Unreadable` for what it cannot read. Never
@@ -201,6 +220,7 @@ class RunFollower:
     def _forget(self) -> None:
         self.metrics = TailReader(self.outputs.metrics)
         self.samples = SampleReader(self.outputs.samples)
+        self.layers = TailReader(self.outputs.layers)
         self.state, self.message = "", ""
         self.status: dict = {}
         self.run: RunStarted | None = None
@@ -214,7 +234,10 @@ class RunFollower:
         """The events since the last poll."""
         metrics_restarted, lines = self.metrics.read()
         samples_restarted, samples = self.samples.read()
-        if metrics_restarted or samples_restarted:  # read every file again, so what is shown is one run's
+        layers_restarted, layer_lines = self.layers.read()
+        if (
+            metrics_restarted or samples_restarted or layers_restarted
+        ):  # read every file again, so what is shown is one run's
             self._forget()
             return [Restarted(), *self.poll()]
         events: list = []
@@ -228,6 +251,10 @@ class RunFollower:
         self.evaluations = (self.evaluations + evaluations)[-2:]
         events += evaluations
         events += samples
+        layer_stats = [event for event in map(layer_stats_from, layer_lines) if event is not None]
+        if sum(1 for line in layer_lines if line.strip()) > len(layer_stats):
+            self._complain(events, f"{self.outputs.layers}: skipped line(s) that are not layer statistics")
+        events += layer_stats
         if not self.has_checkpoint and self.outputs.checkpoint.exists():
             self.has_checkpoint = True
             events.append(CheckpointSaved(path=str(self.outputs.checkpoint)))

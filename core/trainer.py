@@ -35,10 +35,20 @@ from core.config import TrainConfig, describe
 from core.control import TrainingControl
 from core.data import RandomWindows
 from core.distributed import Distributed, gradient_sync
-from core.events import CheckpointSaved, EpochSampled, Evaluated, Position, RunStarted, StateChanged, StepDone
+from core.events import (
+    CheckpointSaved,
+    EpochSampled,
+    Evaluated,
+    LayerStats,
+    Position,
+    RunStarted,
+    StateChanged,
+    StepDone,
+)
 from core.fileio import atomic_link
 from core.health import HealthMonitor
 from core.heldout import standard_error
+from core.layer_stats import LayerStatsCollector, Measurement
 from core.lora import trainable_parameters
 from core.memory import peak_memory_gb
 from core.model import GPTModel
@@ -120,6 +130,8 @@ class Trainer:
             val_loader, eval_windows, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size
         )
         self.emit = on_event
+        self.layer_stats = self._layer_stats_collector()
+        self.layer_history: list[dict] = []  # layers.jsonl records
         self.control = control or TrainingControl()
         self.checkpoint_path = checkpoint_path  # where periodic and requested checkpoints go (last.pt)
         self.best_path = best_path  # the checkpoint of the evaluation with the lowest val loss (best.pt)
@@ -157,6 +169,20 @@ class Trainer:
         self._rate_since = (0, 0.0)  # (tokens_seen, elapsed()) at the previous evaluation, for its tokens/s
         self._save_s, self._saved_at = 0.0, 0.0  # how long the last save took, and when it ended
 
+    def _layer_stats_collector(self) -> LayerStatsCollector:
+        """The layer statistics' collector, reading the first sequence the train loss is evaluated on. Only the first
+        process measures: after DDP's averaging, every process holds the same gradients and weights."""
+        every = self.cfg.eval_freq if self.cfg.layer_stats_every is None else self.cfg.layer_stats_every
+        inputs, _ = next(iter(self.train_eval_loader))  # the loader's own generator: the global RNG is left alone
+        # Its first sequence only: the forward pass is most of a measurement's cost (a third of a step at batch 2).
+        return LayerStatsCollector(
+            self.model,
+            every if self.dist.is_main else 0,
+            inputs[:1].to(self.device),
+            functools.partial(autocast, self.device, self.dtype),
+            histograms=self.cfg.tensorboard,
+        )
+
     def run(self) -> bool:
         """Train until the configured epochs are done (True) or a stop is requested (False)."""
         self.model.train()
@@ -173,6 +199,7 @@ class Trainer:
                 start_step=self.global_step,
                 history=tuple(Evaluated(**record) for record in self.history),
                 samples=tuple(self.samples),
+                layer_stats=tuple(LayerStats.from_record(record) for record in self.layer_history),
                 max_steps=self.cfg.max_steps,
                 world_size=self.dist.world_size,
                 sample_prompt=self.cfg.sample_prompt,
@@ -265,6 +292,7 @@ class Trainer:
         total_norm = get_total_norm([cast(torch.Tensor, p.grad) for p in params])
         self.grad_norm = float(total_norm)
         self._check_finite("gradient norm", self.grad_norm)
+        measurement = self.layer_stats.before_update(self.global_step + 1)  # None unless one is due at this step
         if self.cfg.grad_clip is not None:
             clip_grads_with_norm_(params, self.cfg.grad_clip, total_norm)
         with self.weights_lock:
@@ -289,6 +317,15 @@ class Trainer:
             )
         )
         if notice := self.health.step_done(self.global_step, self.grad_norm, self.cfg.grad_clip):
+            self.emit(notice)
+        if measurement is not None:
+            self._report_layers(measurement)
+
+    def _report_layers(self, measurement: Measurement) -> None:
+        event = measurement.finish(self.position())
+        self.layer_history.append(event.record())
+        self.emit(event)
+        for notice in self.health.layers_measured(event):
             self.emit(notice)
 
     def _check_finite(self, what: str, value: float) -> None:
@@ -551,6 +588,7 @@ class Trainer:
             "history": list(self.history),
             "samples": [sample.text for sample in self.samples],
             "sample_steps": [sample.global_step for sample in self.samples],
+            "layer_stats": list(self.layer_history),
         }
 
     def load_state_dict(self, ckpt: dict, path: str | Path) -> None:
@@ -580,7 +618,8 @@ class Trainer:
         self.best_val_loss = progress["best_val_loss"]
         self.history = list(ckpt["history"])
         self.samples = sample_events(list(ckpt["samples"]), ckpt.get("sample_steps"), self.steps_per_epoch)
-        self.health = HealthMonitor(self.history, progress.get("recent_grad_norms", ()))
+        self.layer_history = list(ckpt.get("layer_stats", ()))
+        self.health = HealthMonitor(self.history, progress.get("recent_grad_norms", ()), self.layer_history)
         self.last_saved = CheckpointSaved(path=str(path), global_step=self.global_step)
         try:
             restore_rng_states(ckpt["rng"])  # last: nothing may draw from the streams before training does

@@ -46,11 +46,20 @@ from minigpt_tui.web_driver import ServedDriver
 from minigpt_tui.widgets import ChatPane, HelpScreen, LossChart, PromptInput, RunProgress, SamplesLog, StatusBar
 from minigpt_tui.widgets.inspect_pane import InspectPane
 from minigpt_tui.widgets.key_footer import KeyFooter
+from minigpt_tui.widgets.layers_pane import LayersPane
 from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import ENDED
 
-NEXT_TAB = {"samples-tab": "chat-tab", "chat-tab": "inspect-tab", "inspect-tab": "samples-tab"}  # t goes round
-PANES = {"samples-tab": SamplesLog, "chat-tab": ChatPane, "inspect-tab": InspectPane}  # what each tab shows
+# t goes round the tabs
+NEXT_TAB = {
+    "samples-tab": "chat-tab",
+    "chat-tab": "inspect-tab",
+    "inspect-tab": "layers-tab",
+    "layers-tab": "samples-tab",
+}
+# what each tab shows
+PANES = {"samples-tab": SamplesLog, "chat-tab": ChatPane, "inspect-tab": InspectPane, "layers-tab": LayersPane}
+WIDE_TABS = ("inspect-tab", "layers-tab")  # they take the loss chart's width too
 HANG_UP_GRACE_S = 5.0  # after a hang-up, how long a normal exit may take before the process leaves regardless
 
 
@@ -68,9 +77,13 @@ class MiniGPTApp(App[Finished | Failed | None]):
         Binding("s", "save_plot", "Save plot", tooltip="Save the loss plot PNG in the output directory"),
         Binding("c", "save_checkpoint", "Checkpoint", tooltip="Save a checkpoint at the next step boundary"),
         Binding("i", "focus_prompt", "Prompt", tooltip="Type a prompt for the model (opens the chat)"),
-        Binding("t", "show_pane('chat-tab')", "Chat", tooltip="Show the next tab: the samples, the chat, inspect"),
+        Binding(
+            "t", "show_pane('chat-tab')", "Chat", tooltip="Show the next tab: the samples, the chat, inspect, layers"
+        ),
         Binding("t", "show_pane('inspect-tab')", "Inspect", tooltip="Show the next tab"),
+        Binding("t", "show_pane('layers-tab')", "Layers", tooltip="Show the next tab"),
         Binding("t", "show_pane('samples-tab')", "Samples", tooltip="Show the next tab"),
+        Binding("g", "layers", "Layers", show=False, tooltip="How each layer learns: the Layers tab"),
         Binding("x", "inspect", "Inspect", show=False, tooltip="Look inside the model: tokens, attention, logit lens"),
         Binding("escape", "stop_reply", "Stop reply", tooltip="Stop the chat's reply, and drop the prompts waiting"),
         Binding("q", "quit", "Quit", tooltip="Stop training, save checkpoint, metrics, plot; exit"),
@@ -100,7 +113,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
             tooltip="Change how the chat samples its replies",
         ),
         Binding(
-            "m", "toggle_maximize", "Maximize", show=False, tooltip="Show the tab's pane on the whole screen, or back"
+            "z", "toggle_maximize", "Maximize", show=False, tooltip="Show the tab's pane on the whole screen, or back"
         ),
         Binding(
             "ctrl+t", "toggle_tint", "Tint", show=False, tooltip="Colour the chat's replies by each token's probability"
@@ -138,11 +151,15 @@ class MiniGPTApp(App[Finished | Failed | None]):
                     yield ChatPane(self.source.chat_hint(None), self.source.template, id="chat")
                 with TabPane("Inspect", id="inspect-tab"):
                     yield InspectPane(TrainConfig.sample_prompt, id="inspect")
+                with TabPane("Layers", id="layers-tab"):
+                    yield LayersPane(id="layers")
         yield KeyFooter(compact=True)
 
     def views(self) -> list:
         """The panels that show the run: each takes every event in `show_event`. A new view goes here."""
-        return [self.query_one(view) for view in (StatusBar, RunProgress, LossChart, SamplesLog, InspectPane)]
+        return [
+            self.query_one(view) for view in (StatusBar, RunProgress, LossChart, SamplesLog, InspectPane, LayersPane)
+        ]
 
     def get_driver_class(self):
         # textual-serve runs the app with Textual's web driver, which would outlive a server that goes away.
@@ -258,7 +275,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
         match event:
             case RunStarted():
                 self.run_started(event)
-                for earlier in (*event.history, *event.samples):
+                for earlier in (*event.history, *event.samples, *event.layer_stats):
                     self.take(earlier)
             case Evaluated():
                 self.history.append(event.record())
@@ -410,6 +427,7 @@ class MiniGPTApp(App[Finished | Failed | None]):
             ("", [*(binding for binding in self.BINDINGS if self.source.offers(binding.action)), *extra]),
             ("In the prompt box", PromptInput.BINDINGS),
             ("In the Inspect tab", InspectPane.BINDINGS),
+            ("In the Layers tab", LayersPane.BINDINGS),
         ]
         self.push_screen(HelpScreen([(title, self.describe_keys(bindings)) for title, bindings in sections]))
 
@@ -435,7 +453,12 @@ class MiniGPTApp(App[Finished | Failed | None]):
     def action_show_pane(self, pane: str) -> None:
         self.query_one("#side", TabbedContent).active = pane
         # Focus the pane shown (its arrow keys scroll it). Focus left in the hidden pane would bring that back.
-        focus = {"samples-tab": SamplesLog, "chat-tab": "#conversation", "inspect-tab": InspectPane}[pane]
+        focus = {
+            "samples-tab": SamplesLog,
+            "chat-tab": "#conversation",
+            "inspect-tab": InspectPane,
+            "layers-tab": LayersPane,
+        }[pane]
         self.query_one(focus).focus()
 
     def action_toggle_maximize(self) -> None:
@@ -452,14 +475,17 @@ class MiniGPTApp(App[Finished | Failed | None]):
     def action_inspect(self) -> None:
         self.action_show_pane("inspect-tab")
 
+    def action_layers(self) -> None:
+        self.action_show_pane("layers-tab")
+
     def action_inspect_follow(self) -> None:
         self.action_inspect()
         self.query_one(InspectPane).action_follow()
 
     @on(TabbedContent.TabActivated)
     def pane_shown(self) -> None:
-        # The Inspect tab takes the loss chart's width too: its heatmap and charts need the columns.
-        inspecting = self.query_one("#side", TabbedContent).active == "inspect-tab"
+        # The Inspect and Layers tabs take the loss chart's width too: their heatmaps and charts need the columns.
+        inspecting = self.query_one("#side", TabbedContent).active in WIDE_TABS
         self.query_one("#main").set_class(inspecting, "-inspecting")
         self.refresh_bindings()  # t names the other pane
 

@@ -28,6 +28,7 @@ class TrainingCommands(Provider):
             ("Chat: save the conversation", "save_conversation", "To chat-DATE-TIME.txt in the output directory"),
             ("Inspect the model", "inspect", "Tokens, next-token probabilities, attention and logit lens of a text"),
             ("Inspect: follow the latest weights, or hold these", "inspect_follow", "At each evaluation"),
+            ("Layers: how each layer learns", "layers", "Updates, gradients, activations, attention"),
             ("Quit", "quit", quit),
         ]
         return [command for command in commands if self.app.check_action(command[1], ()) is not False]

@@ -11,7 +11,7 @@ import torch
 
 from core.checkpoint import CheckpointError, load_model
 from core.config import TrainConfig, describe
-from core.events import Evaluated, Position, RunStarted, StepDone
+from core.events import Evaluated, LayerStats, Position, RunStarted, StepDone
 from core.instruct import Template, template_of
 from core.lora import trainable_parameters
 from core.model import GPTModel
@@ -44,7 +44,8 @@ class OpenedCheckpoint:
         version = Position.from_trainer(done_epochs, in_epoch, global_step)
         try:
             history = tuple(Evaluated(**record) for record in ckpt.get("history", ()))
-        except TypeError:
+            layer_stats = tuple(LayerStats.from_record(record) for record in ckpt.get("layer_stats", ()))
+        except (TypeError, KeyError):
             raise CheckpointError(f"{path}: its metrics history is not one this version understands") from None
         # Recorded since checkpoints have it; an older one tells it only once its run is past its first epoch.
         steps_per_epoch = progress.get("steps_per_epoch") or (
@@ -64,6 +65,7 @@ class OpenedCheckpoint:
             sample_prompt=sample_prompt,
             max_steps=train_config.get("max_steps"),
             shape=describe(model.cfg),
+            layer_stats=layer_stats,
         )
         last_step = None
         if progress:

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pytest
 from helpers import of, train
-from core.run_files import RunFollower
 
 from core.checkpoint import load_checkpoint
 from core.config import PRESETS, preset
@@ -16,6 +15,7 @@ from core.flags import configs_from_args
 from core.headless import LogPrinter
 from core.pretrained import GPT2_HEADS
 from core.progress import RunLength, next_sample_step, sample_interval
+from core.run_files import RunFollower
 from core.throughput import flops_per_token
 from minigpt_tui import cli
 from minigpt_tui.cli import build_parser, main

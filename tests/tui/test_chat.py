@@ -191,8 +191,10 @@ async def test_letters_typed_in_the_prompt_are_text_not_keys(make_app):
         await pilot.press("tab")  # leave the prompt box: the keys are the app's again
         footer = screen_text(app).splitlines()[-1]
         assert "Resume" in footer and "Send" not in footer
-        await pilot.press("t")  # the tabs in turn: samples, chat, inspect
+        await pilot.press("t")  # the tabs in turn: samples, chat, inspect, layers
         assert app.query_one("#side").active == "inspect-tab"
+        await pilot.press("t")
+        assert app.query_one("#side").active == "layers-tab"
         await pilot.press("t")
         assert app.query_one("#side").active == "samples-tab"
 

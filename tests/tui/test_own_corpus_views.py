@@ -8,6 +8,7 @@ from tui_helpers import screen_text, wait_for
 from core.events import Evaluated, RunStarted, StepDone
 from minigpt_tui.chat import Sampling
 from minigpt_tui.widgets import ChatPane, RunProgress, SamplesLog, StatusBar
+from minigpt_tui.widgets.inspect_pane import InspectPane
 from minigpt_tui.widgets.sampling_screen import parse
 
 # The run: 300 steps of an epoch of 26,923.
@@ -59,16 +60,27 @@ async def test_the_samples_pane_says_when_the_next_sample_comes():
         assert samples.border_subtitle == "next sample at step 300"  # the run's end
 
 
-async def test_m_shows_the_chat_on_the_whole_screen_and_back(make_app):
+async def test_z_shows_the_chat_on_the_whole_screen_and_back(make_app):
     app = make_app(paused=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("t")  # the chat (the samples tab is shown first)
         await wait_for(pilot, lambda: app.query_one("#side").active == "chat-tab", "the chat tab")
-        await pilot.press("m")
+        await pilot.press("z")
         assert app.screen.maximized is app.query_one(ChatPane)
         assert app.query_one(ChatPane).size.width == 100
-        await pilot.press("m")
+        await pilot.press("z")
         assert app.screen.maximized is None and app.query_one(ChatPane).size.width < 100
+
+
+async def test_z_shows_the_focused_inspect_tab_whole_where_m_means_the_heads_mean(make_app):
+    app = make_app(paused=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("x")
+        await wait_for(pilot, lambda: app.query_one("#side").active == "inspect-tab", "the Inspect tab")
+        await pilot.press("z")
+        assert app.screen.maximized is app.query_one(InspectPane)
+        await pilot.press("z")
+        assert app.screen.maximized is None
 
 
 def test_a_seeded_sampling_setting_is_typed_kept_and_named():

@@ -33,7 +33,7 @@ async def test_two_thousand_samples_open_without_a_widget_each_and_q_still_quits
         assert pane.count == 2000 and "Samples (2000)" in screen_text(app)
         assert not pane.children  # the samples are data, drawn line by line: no widget per sample
         await pilot.press("tab")  # leave the prompt box
-        await pilot.press("t", "t")  # chat → Inspect → samples: the pane is laid out for the first time at its width
+        await pilot.press("t", "t", "t")  # chat → Inspect → Layers → samples: laid out for the first time at its width
         await wait_for(pilot, lambda: "epoch 2000 · step" in screen_text(app), "the newest sample")
         assert pane.highlighted == 1999 and pane.is_vertical_scroll_end and "epoch 1999 · step" in screen_text(app)
         await pilot.press("q")

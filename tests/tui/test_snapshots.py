@@ -9,6 +9,7 @@ from dataclasses import asdict
 import pytest
 import torch
 from helpers import TINY16
+from tui_helpers import layer_records
 
 from core.checkpoint import save_checkpoint
 from core.config import TrainConfig
@@ -51,6 +52,7 @@ def checkpoint_app(tmp_path, monkeypatch):
     }
     samples = ["Every effort moves you, and the", "Every effort moves you to the picture of the"]
     payload = {"model": model.state_dict(), "model_config": asdict(TINY16), "train_config": asdict(TrainConfig())}
+    payload["layer_stats"] = layer_records(model, [5, 10, 15, 20])
     monkeypatch.chdir(tmp_path)
     save_checkpoint("last.pt", payload | {"progress": progress, "history": history, "samples": samples})
     checkpoint = OpenedCheckpoint.load("last.pt", "cpu")
@@ -67,3 +69,8 @@ def test_the_help_screen(snap_compare, checkpoint_app):
 
 def test_the_sampling_settings(snap_compare, checkpoint_app):
     assert snap_compare(checkpoint_app, press=["ctrl+o"], terminal_size=(80, 24))
+
+
+def test_the_layers_tab_at_80_by_24(snap_compare, checkpoint_app):
+    """update:data of the attention tensors, block 1 selected: its chart, and its heads' entropies."""
+    assert snap_compare(checkpoint_app, press=["tab", "g", "down"], terminal_size=(80, 24))

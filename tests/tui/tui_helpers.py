@@ -2,6 +2,10 @@
 
 import time
 
+from core.events import BlockStats, LayerStats, ParamStats
+from core.layer_stats import kind_of
+from core.model import GPTModel
+
 
 async def wait_for(pilot, condition, what: str, timeout: float = 60.0) -> None:
     """Let the app run until `condition()` holds; the timeout only keeps a broken build from hanging."""
@@ -33,6 +37,50 @@ def record_notifications(app) -> list[str]:
 def title(app) -> str:
     """The run panel's title in full: on screen a long temp path would be cut off at the terminal's width."""
     return str(app.query_one("#run").border_title)
+
+
+def layer_records(model: GPTModel, steps: list[int]) -> list[dict]:
+    """Made-up layer statistics of `model` at `steps`: the view's pictures must not hang on the CPU's rounding."""
+    records = []
+    for n, step in enumerate(steps, 1):
+        params = tuple(
+            ParamStats(
+                name=name,
+                layer=name.split(".")[1] if name.startswith("blocks") else name.split(".")[0],
+                kind=kind_of(name),
+                numel=p.numel(),
+                trainable=True,
+                weight_rms=0.05 * (i % 5 + 1),
+                grad_rms=1e-3 * (i % 3 + 1) / n,
+                grad_data=1e-3 * (i % 3 + 1) / n / (0.05 * (i % 5 + 1)),
+                update_data=10 ** (-1.5 - 0.25 * n - 0.1 * (i % 4)),
+            )
+            for i, (name, p) in enumerate(model.named_parameters())
+        )
+        blocks = tuple(
+            BlockStats(
+                layer=b,
+                resid_attn_rms=1.0 + 0.1 * n + b,
+                resid_mlp_rms=1.1 + 0.1 * n + b,
+                act_mean=0.1,
+                act_std=0.3 - 0.01 * n,
+                act_near_zero=0.05 * n,
+                head_entropy=tuple(2.5 - 0.3 * n * h / 3 - b * 0.2 for h in range(4)),
+            )
+            for b in range(2)
+        )
+        event = LayerStats(
+            epoch=1 + (step - 1) // 10,
+            step=(step - 1) % 10 + 1,
+            global_step=step,
+            params=params,
+            blocks=blocks,
+            logits_rms=1.0 + n,
+            logits_max=5.0 + n,
+            context_length=16,
+        )
+        records.append(event.record())
+    return records
 
 
 async def palette_command(pilot, query: str) -> None:
