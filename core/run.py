@@ -412,6 +412,8 @@ class TrainingRun:
             except torch.distributed.DistError as e:  # a collective failed: another process is gone
                 result = Failed(message=f"another training process failed or was stopped; this one stops too ({e})")
             except KeyboardInterrupt:  # headless, a second Ctrl+C: leave at once, without the final save
+                if self.trainer is not None:
+                    self.trainer.finish_save_in_flight()  # first: the message names the last checkpoint on disk
                 result = aborted = Failed(message=self._aborted_message())
             if not self.dist.is_main:
                 return result

@@ -4,6 +4,7 @@ The trainer prints nothing. It reports through events passed to a callback and o
 between optimizer steps, so the headless command and the TUI drive it the same way.
 """
 
+import contextlib
 import functools
 import itertools
 import math
@@ -423,6 +424,12 @@ class Trainer:
                 self._record_saves(done)
         except (TrainingError, CheckpointWriteError):
             pass
+
+    def finish_save_in_flight(self) -> None:
+        """Let the background save in flight land, and note what it wrote, so that what is said of last.pt is what
+        is on disk (a save landing after the run was aborted would otherwise go unsaid). Errors are left out."""
+        with contextlib.suppress(TrainingError, CheckpointWriteError):
+            self._collect_saves(wait=True)
 
     def _checked_state(self) -> dict:
         """state_dict(), unless the weights are no longer finite numbers: those are never written."""

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import asdict, replace
 
 import pytest
@@ -313,3 +314,27 @@ def test_the_log_printer_shows_what_an_ascii_terminal_can(tmp_path):
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
     assert (done.returncode, done.stdout) == (0, b"Every effort moves you, caf?\n")
+
+
+def test_an_abort_names_the_checkpoint_a_save_in_flight_lands(short_train_cfg, tmp_path, monkeypatch):
+    """A second Ctrl+C while a periodic save is being written: the abort line and status.json name the step that
+    last.pt holds once that save lands, not the one before it."""
+    released, real_save = threading.Event(), core.trainer.save_checkpoint
+
+    def slow_background_save(path, payload):
+        if threading.current_thread().name == "checkpoint-writer":
+            released.wait()  # still in flight at the step after: only the abort lets it go on
+        real_save(path, payload)
+
+    monkeypatch.setattr(core.trainer, "save_checkpoint", slow_background_save)
+    cfg = replace(short_train_cfg, out_dir=str(tmp_path), save_every=3)
+
+    def on_event(event):
+        if isinstance(event, StepDone) and event.global_step == 4:
+            released.set()
+            raise KeyboardInterrupt  # as the second Ctrl+C does, headless
+
+    result = TrainingRun(TINY16, cfg, on_event).run()
+    assert saved_step(tmp_path / "last.pt") == 3
+    assert isinstance(result, Failed) and "(global step 3)" in result.message
+    assert json.loads((tmp_path / "status.json").read_text())["message"] == result.message
