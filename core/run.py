@@ -291,8 +291,8 @@ class TrainingRun:
     def _emit(self, event) -> None:
         if self.dist.is_main:
             self.outputs.record(event)
-            if self.tensorboard:
-                self.tensorboard.record(event)
+            if self.tensorboard and (problem := self.tensorboard.record(event)):
+                self._emit(Notice(message=problem))
             if self.wandb:
                 self.wandb.record(event)
             self.on_event(event)

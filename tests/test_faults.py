@@ -16,7 +16,7 @@ from helpers import TINY16, of, train
 
 import core.trainer
 from core.checkpoint import load_checkpoint, load_model, save_checkpoint
-from core.events import CheckpointSaved, Evaluated, Failed, Finished, StepDone
+from core.events import CheckpointSaved, Evaluated, Failed, Finished, Notice, StepDone
 from core.model import GPTModel
 from core.run import RunOutputs, TrainingRun
 
@@ -338,3 +338,39 @@ def test_an_abort_names_the_checkpoint_a_save_in_flight_lands(short_train_cfg, t
     assert saved_step(tmp_path / "last.pt") == 3
     assert isinstance(result, Failed) and "(global step 3)" in result.message
     assert json.loads((tmp_path / "status.json").read_text())["message"] == result.message
+
+
+def test_tensorboard_into_a_place_that_cannot_hold_its_files_is_refused_in_one_line(short_train_cfg, tmp_path):
+    pytest.importorskip("tensorboard")
+    (tmp_path / "tensorboard").write_text("a file where the directory goes")  # as root, chmod would not stop it
+    cfg = replace(short_train_cfg, out_dir=str(tmp_path), tensorboard=True)
+    _, events = train(cfg)
+    failed = events[-1]
+    assert isinstance(failed, Failed) and not of(events, StepDone)
+    assert failed.message.startswith(f"--tensorboard: cannot write to {tmp_path / 'tensorboard'} (")
+    assert "\n" not in failed.message and "b'" not in failed.message
+
+
+def test_a_full_disk_under_tensorboard_ends_its_files_with_one_notice_and_training_goes_on(
+    short_train_cfg, tmp_path, monkeypatch, capfd
+):
+    pytest.importorskip("tensorboard")
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    real_write, writes = RecordWriter.write, []
+
+    def full_disk(self, data):  # the disk fills up once training is under way
+        writes.append(data)
+        if len(writes) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", full_disk)
+    _, events = train(replace(short_train_cfg, out_dir=str(tmp_path), tensorboard=True))
+    assert isinstance(events[-1], Finished) and events[-1].completed
+    notices = [e.message for e in of(events, Notice) if "TensorBoard" in e.message]
+    assert notices == [
+        f"TensorBoard files stopped: writing to {tmp_path / 'tensorboard'} failed (No space left on device); "
+        "training goes on"
+    ]
+    assert "Traceback" not in capfd.readouterr().err
