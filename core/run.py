@@ -131,15 +131,20 @@ class RunOutputs:
         except OSError as e:
             raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
         try:
-            earlier = self.earlier_checkpoints()
-            continuing = train_cfg.resume and Path(train_cfg.resume).resolve().parent == self.dir.resolve()
-            if earlier and not continuing:
-                if not train_cfg.overwrite:
-                    raise OSError(self.refusal(earlier))
+            if self.earlier_run(train_cfg):
                 on_event(self.set_aside())
             yield
         finally:
             lock.release()
+
+    def earlier_run(self, train_cfg: TrainConfig) -> bool:
+        """Whether an earlier run's files are to be set aside first; an OSError if they may not be replaced.
+        Under torchrun every process asks, before they meet, so that all of them stop at once on a refusal."""
+        earlier = self.earlier_checkpoints()
+        continuing = train_cfg.resume and Path(train_cfg.resume).resolve().parent == self.dir.resolve()
+        if earlier and not continuing and not train_cfg.overwrite:
+            raise OSError(self.refusal(earlier))
+        return bool(earlier and not continuing)
 
     def earlier_checkpoints(self) -> list[Path]:
         """The checkpoints an earlier run left in the directory."""
@@ -402,6 +407,8 @@ class TrainingRun:
             try:
                 if self.dist.is_main:
                     claimed.enter_context(self.outputs.claim(self.train_cfg, self.on_event))
+                else:
+                    self.outputs.earlier_run(self.train_cfg)  # refused here too, or this one would wait for 0
                 result = self._train()
             except (CorpusError, TrainingError, TensorBoardMissing, ValueError, OSError) as e:
                 result = Failed(message=str(e))
