@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import CheckpointError, load_checkpoint
 from core.config import CACHE_DIR_ENV, GPTConfig, TrainConfig, default_cache_dir
 from core.control import TrainingControl
 from core.data import (
@@ -32,6 +32,7 @@ from core.data import (
 )
 from core.distributed import Distributed, from_environment, process_group
 from core.events import (
+    CheckpointSaved,
     EarlierRunSetAside,
     EpochSampled,
     Evaluated,
@@ -44,7 +45,7 @@ from core.events import (
     StepDone,
     Tokenizing,
 )
-from core.fileio import DirectoryLocked, RunDirectoryLock, atomic_write, remove_leftover_temp_files
+from core.fileio import DirectoryLocked, RunDirectoryLock, atomic_link, atomic_write, remove_leftover_temp_files
 from core.lora import adapt
 from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
@@ -97,6 +98,8 @@ class RunOutputs:
         "status.json",
         "tensorboard",
         "layers.jsonl",
+        RESPONSES,  # --task instruct
+        "wandb",  # --wandb: W&B's own files for the run (wandb.init(dir=...)), also those waiting to be synced
     )
     REPLACED_PREFIX = "replaced-"
 
@@ -111,6 +114,7 @@ class RunOutputs:
         self.status = self.dir / "status.json"
         self.tensorboard = self.dir / "tensorboard"  # with --tensorboard: event files (core/tensorboard.py)
         self.responses = self.dir / RESPONSES  # --task instruct: the test records with the model's responses
+        self.best_elsewhere: Path | None = None  # a resumed run's best.pt, where it could not be carried here
         self._status: dict = {}  # what status.json holds; empty until `prepare` has started the run's files
         self._last_step: StepDone | None = None
 
@@ -173,6 +177,28 @@ class RunOutputs:
         except OSError as e:
             raise OSError(f"cannot move the earlier run's files aside in {self.dir}: {e.strerror or e}") from None
         return EarlierRunSetAside(moved_to=str(target), files=tuple(moved))
+
+    def carry_best(self, resumed_from: str | Path, best_step: int, best_val_loss: float) -> CheckpointSaved | None:
+        """For a resumed run: the best.pt that holds its best evaluation (`best_step`, `best_val_loss`), if any.
+
+        A run resumed into another directory brings its earlier best.pt along (a hard link, or a copy), so that
+        best.pt holds the whole run's best weights here too; where it cannot be put here, the earlier one is named
+        (`best_elsewhere`, listed among the run's files).
+        """
+        earlier = Path(resumed_from).parent / self.best.name
+        try:
+            progress = load_checkpoint(earlier, mmap=True)["progress"]
+        except (OSError, CheckpointError, KeyError, TypeError):
+            return None  # none there, or not one to trust: the run says no best.pt was saved
+        if progress.get("global_step") != best_step or progress.get("best_val_loss") != best_val_loss:
+            return None  # of another evaluation (a killed process's later one, or an earlier run's)
+        if earlier.resolve() != self.best.resolve():
+            try:
+                atomic_link(earlier, self.best)
+            except OSError:
+                self.best_elsewhere = earlier
+                return CheckpointSaved(path=str(earlier), global_step=best_step)
+        return CheckpointSaved(path=str(self.best), global_step=best_step)
 
     def prepare(
         self,
@@ -241,7 +267,7 @@ class RunOutputs:
     def written(self) -> dict[str, str]:
         paths = {
             "checkpoint": self.checkpoint,
-            "best": self.best,
+            "best": self.best if self.best.exists() or self.best_elsewhere is None else self.best_elsewhere,
             "plot": self.plot,
             "metrics": self.metrics,
             "samples": self.samples,
@@ -335,6 +361,8 @@ class TrainingRun:
         self.dist.seed_dropout(cfg.seed, trainer.global_step)
         if main:
             self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events())
+            if cfg.resume and (best := trainer.best_evaluation()) is not None:
+                trainer.best_saved = self.outputs.carry_best(cfg.resume, best["global_step"], best["val_loss"])
             if cfg.tensorboard:
                 self.tensorboard = TensorBoardWriter(
                     self.outputs.tensorboard, trainer.global_step, trainer.history, trainer.sample_events()
