@@ -100,6 +100,8 @@ class TensorBoardWriter:
 
 
 def _reason(error: Exception) -> str:
+    if isinstance(error, FileExistsError):  # mkdir, where a file has the directory's name
+        return "it is not a directory"
     return getattr(error, "strerror", None) or str(error)
 
 
