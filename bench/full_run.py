@@ -22,9 +22,10 @@ from reference import config_dict, require
 from torch.utils.data import DataLoader
 
 from core.config import PRESETS, TrainConfig, preset
-from core.data import TRAIN_RATIO, read_corpus
+from core.data import read_corpus
 from core.events import CheckpointSaved
 from core.headless import LogPrinter
+from core.heldout import TRAIN_RATIO
 from core.run import TrainingRun
 from core.tokenizer import gpt2_tokenizer
 

@@ -264,6 +264,8 @@ POSITIVE = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers") + 
     "save_every",
     "lora_rank",
     "lora_alpha",
+    "sample_every",
+    "log_every",
 )
 
 

@@ -40,8 +40,14 @@ class GPTConfig:
 
 PRESETS = {
     "gpt2-124m": GPTConfig(),
+    # GPT-2's larger layouts (the sizes --init knows), with this project's context length and untied head.
+    "gpt2-medium": GPTConfig(emb_dim=1024, n_heads=16, n_layers=24),
+    "gpt2-large": GPTConfig(emb_dim=1280, n_heads=20, n_layers=36),
+    "gpt2-xl": GPTConfig(emb_dim=1600, n_heads=25, n_layers=48),
     # A few seconds per epoch on a CPU: for tests and quick tries.
     "tiny": GPTConfig(context_length=64, emb_dim=64, n_heads=4, n_layers=2),
+    # Between the two, for CPU runs of thousands of steps: 29M parameters, 26M of them the two embedding tables.
+    "small": GPTConfig(context_length=128, emb_dim=256, n_heads=8, n_layers=4),
 }
 
 
@@ -59,6 +65,14 @@ def preset_name(cfg: GPTConfig) -> str:
 
 TASKS = ("pretrain", "instruct")  # what a run trains the model to do (core/tasks.py)
 TEMPLATE_NAMES = ("alpaca", "phi3")  # --task instruct's prompt templates (core/instruct.py TEMPLATES)
+
+
+def describe(cfg: GPTConfig) -> str:
+    """The model's shape in a few words, e.g. "4 layers × 8 heads × 256 dims, context 128"."""
+    extras = [name for name, on in (("qkv bias", cfg.qkv_bias), ("tied head", cfg.tie_weights)) if on]
+    return ", ".join(
+        [f"{cfg.n_layers} layers × {cfg.n_heads} heads × {cfg.emb_dim} dims", f"context {cfg.context_length}", *extras]
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,10 @@ class TrainConfig:
     wandb: str | None = None  # also log to this Weights & Biases project (core/wandb_log.py)
     sample_prompt: str = "Every effort moves you"
     sample_tokens: int = 50
+    sample_every: int | None = None  # also sample every this many steps; None = core/progress.py's default
+    log_every: int | None = None  # headless: print a line of step figures every this many steps; None = off
+    include: tuple[str, ...] = ()  # globs of the files a --data directory contributes; () = .txt/.jsonl/.parquet
+    skip_unreadable: bool = False  # leave out files that are not UTF-8 text instead of stopping
     save_every: int | None = None  # write last.pt every this many steps; None = at evaluations, within a time budget
     resume: str | None = None  # checkpoint to continue from
     overwrite: bool = False  # a new run may replace the checkpoints an earlier run left in out_dir

@@ -1,4 +1,5 @@
-"""The corpus: read it safely, split it 90/10 into train and val, and serve (input, target) windows.
+"""The corpus: read it safely, split it 90/10 into train and val (core/heldout.py), and serve (input, target)
+windows.
 
 A corpus is one file or a directory of them: UTF-8 text (.txt), or documents in .jsonl or .parquet files (see
 core/documents.py). Up to LARGE_CORPUS_BYTES it is read into memory and
@@ -6,7 +7,9 @@ trained in epochs over non-overlapping windows, shuffled each epoch; a larger on
 token cache (core/token_cache.py) and trained on windows starting at random places in it.
 """
 
+import fnmatch
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,32 +17,52 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from core.config import LARGE_CORPUS_BYTES
 from core.documents import RECORD_SUFFIXES, CorpusError, is_record_file, read_documents
+from core.heldout import split_text, split_tokens
 from core.tokenizer import ASSETS, END_OF_TEXT, encode
 
 DEFAULT_CORPUS = ASSETS / "the-verdict.txt"  # the same file as the repo's data/the-verdict.txt
-TRAIN_RATIO = 0.9
 
 
 CORPUS_SUFFIXES = (".txt", *RECORD_SUFFIXES)
 
 
-def corpus_files(path: str | Path | None) -> list[Path]:
+def corpus_files(path: str | Path | None, include: Sequence[str] = ()) -> list[Path]:
     """The files of a corpus: the file itself (the bundled story when `path` is None), or every .txt, .jsonl and
-    .parquet file under a directory, in subdirectories too, in the order of their paths; hidden files and
-    directories are skipped."""
+    .parquet file under a directory (with `include`: every file whose name matches one of those globs), in
+    subdirectories too, in the order of their paths; hidden files and directories are skipped."""
     path = Path(path) if path is not None else DEFAULT_CORPUS
     if not path.is_dir():
         return [_regular(path)]
     files = sorted(
         _regular(p)
         for p in path.rglob("*")
-        if p.suffix.lower() in CORPUS_SUFFIXES
+        if _wanted(p, include)
         and not p.is_dir()
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     if not files:
-        raise CorpusError(f"{path}: is a directory with no .txt, .jsonl or .parquet files in it (nor below it)")
+        wanted = " or ".join(include) if include else ".txt, .jsonl or .parquet"
+        raise CorpusError(f"{path}: is a directory with no {wanted} files in it (nor below it)")
     return files
+
+
+def _wanted(path: Path, include: Sequence[str]) -> bool:
+    if include:
+        return any(fnmatch.fnmatch(path.name, glob) for glob in include)
+    return path.suffix.lower() in CORPUS_SUFFIXES
+
+
+def unreadable_files(files: list[Path]) -> list[tuple[Path, str]]:
+    """The files that are not UTF-8 text (or hold NUL bytes, as binary files do), each with why."""
+    unreadable = []
+    for f in files:
+        if f.suffix.lower() == ".parquet":  # binary by design; its reader checks its text
+            continue
+        try:
+            _read_text(f, empty_ok=True)
+        except CorpusError as e:
+            unreadable.append((f, str(e).removeprefix(f"{f}: ")))
+    return unreadable
 
 
 def _regular(path: Path) -> Path:
@@ -59,16 +82,16 @@ def is_large(files: list[Path]) -> bool:
         return False
 
 
-def read_corpus(path: str | Path | None, text_field: str = "text") -> str:
+def read_corpus(path: str | Path | None, text_field: str = "text", files: list[Path] | None = None) -> str:
     """The corpus as text (the bundled story when `path` is None), or a CorpusError saying why not.
 
-    Its documents (each .txt file, each record of a .jsonl or .parquet file) are joined with `<|endoftext|>`
-    between them; empty ones are skipped.
+    Its documents (each file, each record of a .jsonl or .parquet file) are joined with `<|endoftext|>`
+    between them; empty ones are skipped. `files`: those of a directory to read (default: corpus_files(path)).
     """
     path = Path(path) if path is not None else DEFAULT_CORPUS
     if not path.is_dir() and not is_record_file(path):
         return _read_text(_regular(path))
-    texts = [text for f in corpus_files(path) for text in _documents(f, text_field) if text]
+    texts = [text for f in (files or corpus_files(path)) for text in _documents(f, text_field) if text]
     if not any(text.strip() for text in texts):
         raise CorpusError(f"{path}: holds no text" + (" (only whitespace)" if texts else ""))
     return END_OF_TEXT.join(texts)
@@ -132,9 +155,9 @@ def create_dataloaders(
 ) -> tuple[DataLoader, DataLoader]:
     """Train loader (shuffled per epoch from `seed`, incomplete last batch dropped) and val loader (in order),
     for process `rank` of `world_size` (each takes its own share of every batch)."""
-    split = int(TRAIN_RATIO * len(text))
-    train_ids = torch.tensor(encode(text[:split]), dtype=torch.long)
-    val_ids = torch.tensor(encode(text[split:]), dtype=torch.long)
+    train_text, val_text = split_text(text)
+    train_ids = torch.tensor(encode(train_text), dtype=torch.long)
+    val_ids = torch.tensor(encode(val_text), dtype=torch.long)
     train_set = TokenWindows(train_ids, context_length, stride=context_length)
     val_set = TokenWindows(val_ids, context_length, stride=context_length)
     _check_sizes(train_set, val_set, batch_size * grad_accum * world_size, source)
@@ -163,11 +186,12 @@ def token_dataloaders(
     world_size: int = 1,
     grad_accum: int = 1,
 ) -> tuple[DataLoader, DataLoader]:
-    """Loaders for a large corpus's cached tokens: the first 90% trains on windows that start anywhere, drawn
-    at random; the last 10% validates, in order. An epoch draws one pass worth of windows."""
-    split = int(TRAIN_RATIO * len(tokens))
-    train_set = TokenWindows(tokens[:split], context_length, stride=1)
-    val_set = TokenWindows(tokens[split:], context_length, stride=context_length)
+    """Loaders for a large corpus's cached tokens: the first 90% of each document trains on windows that start
+    anywhere, drawn at random; the rest validates, in order. An epoch draws one pass worth of windows."""
+    train_tokens, val_tokens = split_tokens(tokens)
+    split = len(train_tokens)
+    train_set = TokenWindows(train_tokens, context_length, stride=1)
+    val_set = TokenWindows(val_tokens, context_length, stride=context_length)
     sequences_per_step = batch_size * grad_accum * world_size
     _check_sizes(train_set.non_overlapping(), val_set, sequences_per_step, source)
     windows_per_epoch = split // context_length
@@ -219,8 +243,8 @@ def fingerprint(*windows: TokenWindows) -> str:
 
 def _check_sizes(train_set: TokenWindows, val_set: TokenWindows, sequences_per_step: int, source: str) -> None:
     longest_fit = min((len(train_set.tokens) - 1) // sequences_per_step, len(val_set.tokens) - 1)  # stride = context
-    _check_fits(train_set, sequences_per_step, "training part (first 90%)", source, longest_fit)
-    _check_fits(val_set, 1, "validation part (last 10%)", source, longest_fit)
+    _check_fits(train_set, sequences_per_step, "training part (each document's first 90%)", source, longest_fit)
+    _check_fits(val_set, 1, "validation part (each document's last 10%)", source, longest_fit)
 
 
 def _check_fits(windows: TokenWindows, min_windows: int, part: str, source: str, longest_fit: int) -> None:

@@ -83,6 +83,17 @@ class RunStarted:
     world_size: int = 1  # training processes (torchrun); this event comes from the first one only
     sample_prompt: str = ""  # what the samples continue
     trainable_params: int | None = None  # those the optimizer trains, when not all are (LoRA); None: not told
+    sample_every: int | None = None  # the run also samples every this many steps (besides at each epoch's end)
+    shape: str = ""  # the model's shape in words (core.config.describe)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilesSkipped:
+    """--skip-unreadable left out files that are not UTF-8 text; the run goes on without them."""
+
+    count: int
+    of: int  # the corpus's files in all
+    listed_in: str  # the file that names them, and why each was left out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +116,9 @@ class StepDone(AtPosition):
     tokens_seen: int
     loss: float
     elapsed_s: float  # training time so far, pauses excluded
-    tokens_per_s: float
+    tokens_per_s: float  # training throughput: this session's tokens over its time in training steps alone
+    step_s: float = 0.0  # how long this step took
+    step_tokens: int = 0  # the tokens this step trained on, all processes together
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,8 +133,11 @@ class Evaluated(AtPosition):
     # Of the step just done (None in the records of runs made before these were measured):
     lr: float | None = None
     grad_norm: float | None = None  # the global gradient norm, before any clipping
-    tokens_per_s: float | None = None  # since the previous evaluation (or this session's start)
+    # Wall-clock throughput: tokens since the previous evaluation (or this session's start) over the time since,
+    # evaluations, samples and checkpoint writes included (core/throughput.py).
+    tokens_per_s: float | None = None
     peak_mem_gb: float | None = None  # the most memory held so far: allocated on CUDA, resident (RSS) elsewhere
+    val_loss_se: float | None = None  # the standard error of val_loss (core/heldout.py); None below 2 batches
 
     def record(self) -> dict:
         """One line of metrics.jsonl; figures not measured (an older run's, or no memory figure) are left out."""
@@ -146,7 +162,7 @@ class Notice:
 
 @dataclass(frozen=True, kw_only=True)
 class EpochSampled:
-    epoch: int  # the epoch just ended, 1-based as in Position
+    epoch: int  # 1-based, as in Position: the epoch just ended, or the one under way (--sample-every)
     global_step: int
     text: str  # prompt + greedy continuation, as generated (may hold newlines and any characters)
 

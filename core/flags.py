@@ -21,6 +21,7 @@ from core.config import (
     GPTConfig,
     TrainConfig,
     default_cache_dir,
+    describe,
     preset,
     preset_name,
 )
@@ -28,6 +29,7 @@ from core.resume import ResumeRefused, check_model_shape, flag, resumed_config
 from core.resume import help_text as resume_help
 from core.sampling import MAX_SEED
 from core.schedule import SCHEDULES
+from core.shape import add_shape_args, flag_names, shape_overrides, shape_problem
 from core.tensorboard import TensorBoardMissing, tensorboard_available
 
 DEFAULT_PRESET = "gpt2-124m"
@@ -93,6 +95,19 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"the field (.jsonl) or column (.parquet) that holds each document's text (default: {d.text_field})",
     )
+    parser.add_argument(
+        "--include",
+        action="append",
+        metavar="GLOB",
+        help="with a --data directory: train on the files whose names match GLOB (e.g. '*.py'; repeat it for "
+        "more), read as UTF-8 text, instead of its .txt, .jsonl and .parquet files",
+    )
+    parser.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        default=parser.argument_default,  # None (not given), as for --compile
+        help="leave out files that are not UTF-8 text (listed in OUT/skipped-files.txt) instead of stopping",
+    )
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--preset", choices=list(PRESETS), help=f"model size (default: {DEFAULT_PRESET})")
     model.add_argument(
@@ -150,12 +165,14 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context-length", type=positive(int), metavar="N", help="tokens per window (default: the model's)"
     )
+    add_shape_args(parser, positive(int))
     parser.add_argument("--eval-freq", type=positive(int), metavar="STEPS", help=f"default: {d.eval_freq}")
     parser.add_argument(
         "--eval-batches",
         type=positive(int),
         metavar="N",
-        help=f"batches of train and of val text per evaluation, each as big as a step's (default: {d.eval_batches})",
+        help="batches of train and of val text per evaluation, each as big as a step's (default: a quarter of "
+        f"--eval-freq, from {d.eval_batches} up to {MOST_EVAL_BATCHES})",
     )
     parser.add_argument("--seed", type=non_negative(int, MAX_SEED), help=f"default: {d.seed} (up to 2**64 - 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=f"default: {d.device}")
@@ -203,6 +220,19 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         type=positive(int),
         metavar="N",
         help=f"tokens the sample after each epoch adds to its prompt (default: {d.sample_tokens})",
+    )
+    parser.add_argument(
+        "--sample-every",
+        type=positive(int),
+        metavar="STEPS",
+        help="also sample every this many steps (default: after each epoch, and when an epoch is longer than ten "
+        "evaluations every ten evaluations' worth of steps)",
+    )
+    parser.add_argument(
+        "--log-every",
+        type=positive(int),
+        metavar="N",
+        help="headless: print step, loss, step time, training tokens/s and MFU every N steps (default: off)",
     )
     parser.add_argument(
         "--token-cache",
@@ -281,6 +311,10 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "wandb": args.wandb,
         "sample_prompt": args.sample_prompt,
         "sample_tokens": args.sample_tokens,
+        "sample_every": args.sample_every,
+        "log_every": args.log_every,
+        "include": tuple(args.include) if args.include else None,
+        "skip_unreadable": args.skip_unreadable,
         "token_cache": args.token_cache,
         "save_every": args.save_every,
         "resume": args.resume,
@@ -299,12 +333,19 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if args.resume and args.init:
         parser.error("--init with --resume: a resumed run continues from its checkpoint's weights")
     _check_task_flags(parser, args, given)
+    shape = shape_overrides(args)
+    if args.init and (fixed := {k: v for k, v in shape.items() if k != "drop_rate"}):
+        parser.error(f"{flag_names(fixed)} with --init: pretrained weights have their own shape (--dropout may change)")
+    if args.include and not (args.data and Path(args.data).is_dir()):
+        parser.error("--include chooses files in a --data directory: give one with --data DIR")
     if args.resume:
-        model_cfg, train_cfg = _resumed_configs(parser, args, given)
+        model_cfg, train_cfg = _resumed_configs(parser, args, given, shape)
     else:
         if given.get("task") == "instruct":
             defaults = INSTRUCT_DEFAULTS if "max_steps" not in given else {**INSTRUCT_DEFAULTS, "epochs": None}
             given = {**{k: v for k, v in defaults.items() if v is not None}, **given}
+        if "eval_batches" not in given:
+            given["eval_batches"] = default_eval_batches(given.get("eval_freq", TrainConfig.eval_freq))
         train_cfg = TrainConfig(**given)
     try:
         resolve_device(train_cfg.device)
@@ -314,10 +355,23 @@ def configs_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if args.resume:
         return model_cfg, train_cfg
     if args.init:  # last, once the other flags are known to be good: this may download the weights
-        return _pretrained_model_config(parser, args.init, args.context_length), train_cfg
-    args.preset = args.preset or DEFAULT_PRESET
+        return replace(_pretrained_model_config(parser, args.init, args.context_length), **shape), train_cfg
     overrides = {"context_length": args.context_length} if args.context_length else {}
-    return preset(args.preset, **overrides), train_cfg
+    model_cfg = preset(args.preset or DEFAULT_PRESET, **overrides, **shape)
+    if problem := shape_problem(model_cfg):
+        parser.error(problem)
+    args.preset = preset_name(model_cfg) if shape else args.preset or DEFAULT_PRESET
+    return model_cfg, train_cfg
+
+
+MOST_EVAL_BATCHES = 200  # nanoGPT's eval_iters
+
+
+def default_eval_batches(eval_freq: int) -> int:
+    """Batches per evaluation when --eval-batches is not given: a quarter of the steps between evaluations, so
+    that evaluating (forward passes only, of train and val batches) costs about a sixth of the training time; at
+    least TrainConfig's 5 (the default run's), at most nanoGPT's 200."""
+    return max(TrainConfig.eval_batches, min(MOST_EVAL_BATCHES, eval_freq // 4))
 
 
 def _check_task_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict) -> None:
@@ -373,7 +427,7 @@ def _pretrained_model_config(parser: argparse.ArgumentParser, init: str, context
     return replace(cfg, context_length=context_length)
 
 
-def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict):
+def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict, shape: dict):
     """The checkpoint's configs, with the changes the flags ask for if core/resume.py allows them."""
     from core.checkpoint import CheckpointError, load_checkpoint, model_config_from, train_config_from
 
@@ -385,6 +439,11 @@ def _resumed_configs(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         parser.exit(1, f"{parser.prog}: error: {e}\n")
     try:
         check_model_shape(model_cfg, args.preset, args.context_length, path)
+        if changed := {name: value for name, value in shape.items() if getattr(model_cfg, name) != value}:
+            raise ResumeRefused(
+                f"{flag_names(changed)}: {path} holds a model of another shape ({describe(model_cfg)}); a resumed "
+                "run keeps it (start a new run to change it)"
+            )
         train_cfg = resumed_config(saved, given, path, ckpt["progress"])
     except ResumeRefused as e:
         parser.error(str(e))

@@ -16,9 +16,11 @@ from core.events import (
     EpochSampled,
     Evaluated,
     Failed,
+    FilesSkipped,
     HealthNotice,
     Notice,
     RunStarted,
+    StepDone,
     Tokenizing,
 )
 from core.resume import plural
@@ -26,19 +28,44 @@ from core.resume import plural
 
 class LogPrinter:
     """Prints a run's events as the seed notebook's log; the progress of tokenizing a large corpus goes to
-    `progress` (redrawn in place on a terminal)."""
+    `progress` (redrawn in place on a terminal). With `log_every`, a line of step figures every that many steps
+    (core/throughput.py), their MFU if `flops_per_token` is given."""
 
-    def __init__(self, preset_name: str, out=sys.stdout, progress=sys.stderr):
+    def __init__(
+        self,
+        preset_name: str,
+        out=sys.stdout,
+        progress=sys.stderr,
+        log_every: int | None = None,
+        flops_per_token: int | None = None,
+        dtype: str = "auto",
+    ):
         self.preset_name, self.out, self.progress = preset_name, out, progress
+        self.log_every, self.flops_per_token, self.dtype = log_every, flops_per_token, dtype
         self.epochs = 0
+        self.peak_flops: float | None = None  # of all the run's devices together, measured when it starts
         self._tokenizing_since: float | None = None
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
             self.epochs = event.epochs
+            shape = f"{event.shape}; " if self.preset_name == "custom" else ""
             self._print(
-                f"Training {self.preset_name} ({_parameters(event)}) on {_devices(event)}: "
+                f"Training {self.preset_name} ({shape}{_parameters(event)}) on {_devices(event)}: "
                 f"{_length(event)}{f', resuming after step {event.start_step}' if event.start_step else ''}"
+            )
+            if self.log_every and self.flops_per_token:
+                self.peak_flops = _peak_flops(event, self.dtype)
+        elif isinstance(event, StepDone):
+            if self.log_every and event.global_step % self.log_every == 0 and event.step_s > 0:
+                mfu = None
+                if self.peak_flops and self.flops_per_token:
+                    mfu = event.step_tokens * self.flops_per_token / event.step_s / self.peak_flops
+                self._print(step_line(event.global_step, event.loss, event.step_s, event.step_tokens, mfu))
+        elif isinstance(event, FilesSkipped):
+            self._print(
+                f"Skipped {plural(event.count, 'file')} of {event.of:,} that are not UTF-8 text "
+                f"(--skip-unreadable); they are listed in {event.listed_in}"
             )
         elif isinstance(event, Evaluated):
             self._print(
@@ -82,6 +109,23 @@ def _parameters(event: RunStarted) -> str:
     if trainable is None or trainable == event.num_params:
         return f"{event.num_params:,} parameters"
     return f"{trainable:,} of {event.num_params:,} parameters trained"
+
+
+def _peak_flops(event: RunStarted, dtype: str) -> float:
+    """The matrix-product peak of all the run's devices together (core/throughput.py)."""
+    import torch  # here: the command line's --help must not wait for torch
+
+    from core.precision import compute_dtype
+    from core.throughput import matmul_peak
+
+    device = torch.device(event.device)
+    return matmul_peak(device, compute_dtype(dtype, device)) * event.world_size
+
+
+def step_line(global_step: int, loss: float, step_s: float, tokens: int, mfu: float | None) -> str:
+    """The per-step line of --log-every, as nanoGPT prints it: `step 100: loss 2.3100, time 45ms, ...`."""
+    line = f"step {global_step}: loss {loss:.4f}, time {step_s * 1000:.0f}ms, {tokens / step_s:,.0f} train tok/s"
+    return line if mfu is None else f"{line}, mfu {mfu:.1%}"
 
 
 def _devices(event: RunStarted) -> str:
@@ -142,12 +186,16 @@ def run_headless(preset_name: str, model_cfg, train_cfg) -> int:
     the first one (rank 0) prints, except errors, which each process reports.
     """
     from core.run import TrainingRun  # torch: not for the command line's --help, which calls tolerant_output
+    from core.throughput import flops_per_token
 
     tolerant_output()
     control = TrainingControl()
     caught = []
     model_name = f"pretrained {train_cfg.init}" if train_cfg.init else preset_name
-    run = TrainingRun(model_cfg, train_cfg, LogPrinter(model_name), control)
+    printer = LogPrinter(
+        model_name, log_every=train_cfg.log_every, flops_per_token=flops_per_token(model_cfg), dtype=train_cfg.dtype
+    )
+    run = TrainingRun(model_cfg, train_cfg, printer, control)
     main = run.dist.is_main
 
     def stop_after_step(signum, frame):

@@ -27,6 +27,10 @@ MAY_CHANGE = {
     "wandb": "",
     "sample_prompt": "",
     "sample_tokens": "",
+    "sample_every": "",
+    "log_every": "",
+    "include": "as long as it picks the same files",
+    "skip_unreadable": "as long as the same files are left",
 }
 # Where and how fast the run computes belongs to the machine it continues on, not to the run: these may change
 # too, and default to TrainConfig's defaults, not to the checkpoint's.
@@ -46,8 +50,9 @@ KEPT = (
     "lora_rank",
     "lora_alpha",
 )
-# The model's shape: `--preset` and `--context-length`, checked against the checkpoint's GPTConfig.
-MODEL_SHAPE = ("preset", "context_length")
+# The model's shape: `--preset`, `--context-length` and the shape flags (core/shape.py), checked against the
+# checkpoint's GPTConfig.
+MODEL_SHAPE = ("preset", "context_length", "n_layers", "n_heads", "emb_dim", "dropout", "qkv_bias", "tie_weights")
 
 
 class ResumeRefused(ValueError):

@@ -29,6 +29,7 @@ from core.data import (
     is_large,
     read_corpus,
     token_dataloaders,
+    unreadable_files,
 )
 from core.distributed import Distributed, from_environment, process_group
 from core.events import (
@@ -37,6 +38,7 @@ from core.events import (
     EpochSampled,
     Evaluated,
     Failed,
+    FilesSkipped,
     Finished,
     HealthNotice,
     Notice,
@@ -71,14 +73,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# The RunStarted figures status.json holds once the run has started.
+STATUS_FIGURES = (
+    "device",
+    "num_params",
+    "epochs",
+    "steps_per_epoch",
+    "start_step",
+    "max_steps",
+    "sample_every",
+    "shape",
+)
+
+
 class RunOutputs:
     """The files a run leaves in its output directory.
 
     Another process can follow a run through them (`minigpt-tui --attach DIR`): metrics.jsonl and samples.txt
     grow by appended lines; status.json, rewritten atomically whenever the run starts, pauses, resumes or ends,
     says how the run stands: `state` (starting, running, paused, finished, stopped or failed), `pid` and `host`
-    of the training process, and once it has started `device`, `num_params`, `epochs`, `steps_per_epoch`,
-    `start_step`; `progress` (epoch, step, global_step, tokens_seen, elapsed_s, tokens_per_s, as in StepDone)
+    of the training process, and once it has started STATUS_FIGURES; `progress` (epoch, step, global_step,
+    tokens_seen, elapsed_s, tokens_per_s, as in StepDone)
     where it stood at that moment; `message` when it failed.
 
     A new run in a directory that holds an earlier run's checkpoints (allowed with --overwrite) first moves every
@@ -99,6 +114,7 @@ class RunOutputs:
         "tensorboard",
         "layers.jsonl",
         RESPONSES,  # --task instruct
+        "skipped-files.txt",  # --skip-unreadable
         "wandb",  # --wandb: W&B's own files for the run (wandb.init(dir=...)), also those waiting to be synced
     )
     REPLACED_PREFIX = "replaced-"
@@ -114,6 +130,7 @@ class RunOutputs:
         self.status = self.dir / "status.json"
         self.tensorboard = self.dir / "tensorboard"  # with --tensorboard: event files (core/tensorboard.py)
         self.responses = self.dir / RESPONSES  # --task instruct: the test records with the model's responses
+        self.skipped = self.dir / "skipped-files.txt"  # with --skip-unreadable: the files left out, and why
         self.best_elsewhere: Path | None = None  # a resumed run's best.pt, where it could not be carried here
         self._status: dict = {}  # what status.json holds; empty until `prepare` has started the run's files
         self._last_step: StepDone | None = None
@@ -236,8 +253,7 @@ class RunOutputs:
         elif isinstance(event, StepDone):
             self._last_step = event  # written with the next status change: a file write per step would cost
         elif isinstance(event, RunStarted):
-            figures = ("device", "num_params", "epochs", "steps_per_epoch", "start_step")
-            self._write_status(state="running", **{name: getattr(event, name) for name in figures})
+            self._write_status(state="running", **{name: getattr(event, name) for name in STATUS_FIGURES})
         elif isinstance(event, StateChanged):
             self._write_status(state=event.state)
         elif isinstance(event, (Finished, Failed)) and self._status:  # not before this run has started its files
@@ -284,7 +300,7 @@ def _metrics_line(record: dict) -> str:
     return json.dumps(finite) + "\n"
 
 
-# Each sample in samples.txt starts with this line; `--attach` (minigpt_tui/run_files.py) reads them back by it.
+# Each sample in samples.txt starts with this line; `--attach` (core/run_files.py) reads them back by it.
 SAMPLE_HEADER = "--- epoch {epoch} (step {global_step})"
 SAMPLE_HEADER_PATTERN = re.compile(r"--- epoch (\d+) \(step (\d+)\)")  # SAMPLE_HEADER, read back
 
@@ -382,12 +398,30 @@ class TrainingRun:
         """Train and val loaders for this process: a small corpus from memory, a large one from the token cache."""
         cfg, dist = self.train_cfg, self.dist
         source = str(cfg.data or DEFAULT_CORPUS)
-        files = corpus_files(cfg.data)
+        files = corpus_files(cfg.data, cfg.include)
+        if cfg.skip_unreadable:
+            files = self._readable(files, source)
         context, batch = self.model_cfg.context_length, cfg.batch_size
         shares = dict(rank=dist.rank, world_size=dist.world_size, grad_accum=cfg.grad_accum)
         if is_large(files):
             return token_dataloaders(self._cached_tokens(files, source), context, batch, cfg.seed, source, **shares)
-        return create_dataloaders(read_corpus(cfg.data, cfg.text_field), context, batch, cfg.seed, source, **shares)
+        text = read_corpus(cfg.data, cfg.text_field, files)
+        return create_dataloaders(text, context, batch, cfg.seed, source, **shares)
+
+    def _readable(self, files: list[Path], source: str) -> list[Path]:
+        """The files that are UTF-8 text; the others are listed in skipped-files.txt, and a FilesSkipped says so."""
+        unreadable = unreadable_files(files)
+        if not unreadable:
+            return files
+        if self.dist.is_main:
+            self.outputs.dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.outputs.skipped) as f:
+                f.write("".join(f"{path}\t{why}\n" for path, why in unreadable).encode())
+        if len(unreadable) == len(files):
+            raise CorpusError(f"{source}: none of its files is UTF-8 text (see {self.outputs.skipped})")
+        self._emit(FilesSkipped(count=len(unreadable), of=len(files), listed_in=str(self.outputs.skipped)))
+        left_out = {path for path, _ in unreadable}
+        return [f for f in files if f not in left_out]
 
     def _cached_tokens(self, files: list[Path], source: str) -> torch.Tensor:
         """The corpus's tokens from the cache, tokenizing it first if it is not there yet (one process per machine

@@ -80,6 +80,11 @@ def count(value) -> int:
     return value
 
 
+def optional_count(value) -> int | None:
+    """A count a run's file may leave out or null (a run without --max-steps); ValueError if it is not one."""
+    return None if value is None else count(value)
+
+
 def number(value, finite: bool = True) -> float:
     """A measurement (seconds, a loss) that a run's file gives; non-finite losses are kept, as the run saw them."""
     if isinstance(value, bool) or not isinstance(value, int | float) or (finite and not math.isfinite(value)):
@@ -114,6 +119,7 @@ def evaluation_from(line: str) -> Evaluated | None:
             grad_norm=figure(record.get("grad_norm")),
             tokens_per_s=figure(record.get("tokens_per_s")),
             peak_mem_gb=figure(record.get("peak_mem_gb")),
+            val_loss_se=figure(record.get("val_loss_se")),
         )
     except (ValueError, TypeError, KeyError, RecursionError):
         return None
@@ -272,6 +278,10 @@ class RunFollower:
                 steps_per_epoch=count(status["steps_per_epoch"]),
                 start_step=count(status["start_step"]),
                 sample_prompt=self.sample_prompt,
+                # written by runs since --max-steps, --sample-every and the shape flags came
+                max_steps=optional_count(status.get("max_steps")),
+                sample_every=optional_count(status.get("sample_every")),
+                shape=str(status.get("shape", ""))[:200],
             )
         except (KeyError, ValueError):  # not started yet, or not a status this version understands
             return None

@@ -21,7 +21,7 @@ from core.run import RunOutputs
 from core.run_files import LIVE, RunFollower, read_json
 
 RUN_FILES = ("status.json", "metrics.jsonl", "config.json")
-DEFAULT_TASK = "pretraining"  # what a run is that does not say (runs made before tasks were recorded)
+DEFAULT_TASK = "pretrain"  # what a run is that does not say (runs made before tasks were recorded)
 
 
 def find_run_dirs(roots: list[Path]) -> list[Path]:

@@ -22,6 +22,7 @@ from core.data import TokenWindows, fingerprint, sequential_loader
 from core.documents import CorpusError
 from core.fileio import atomic_write
 from core.generate import END_OF_TEXT_ID, generate
+from core.heldout import spread_windows
 from core.instruct import (
     TEMPLATES,
     InstructionDataset,
@@ -49,6 +50,12 @@ class Task(Protocol):
 
     def train_eval_loader(self, train_loader: DataLoader, batch_size: int, rank: int, world_size: int) -> DataLoader:
         """The training data in order, for measuring the train loss on the same batches each time."""
+        ...
+
+    def val_eval_loader(
+        self, val_loader: DataLoader, windows: int, batch_size: int, seed: int, rank: int, world_size: int
+    ) -> DataLoader:
+        """The held-out data an evaluation measures, the same each time: `windows` examples in all, or fewer."""
         ...
 
     def fingerprint(self, train_loader: DataLoader, val_loader: DataLoader) -> str:
@@ -90,6 +97,13 @@ class PretrainTask:
     def train_eval_loader(self, train_loader: DataLoader, batch_size: int, rank: int, world_size: int) -> DataLoader:
         windows = cast(TokenWindows, train_loader.dataset).non_overlapping()
         return sequential_loader(windows, batch_size, rank, world_size)
+
+    def val_eval_loader(
+        self, val_loader: DataLoader, windows: int, batch_size: int, seed: int, rank: int, world_size: int
+    ) -> DataLoader:
+        """Windows spread across the held-out text (core/heldout.py), placed by the seed."""
+        held_out = cast(TokenWindows, val_loader.dataset)
+        return sequential_loader(spread_windows(held_out, windows, seed), batch_size, rank, world_size)
 
     def fingerprint(self, train_loader: DataLoader, val_loader: DataLoader) -> str:
         return fingerprint(cast(TokenWindows, train_loader.dataset), cast(TokenWindows, val_loader.dataset))
@@ -156,6 +170,12 @@ class InstructTask:
 
     def train_eval_loader(self, train_loader: DataLoader, batch_size: int, rank: int, world_size: int) -> DataLoader:
         return self._in_order(self.train_set, batch_size, rank, world_size)
+
+    def val_eval_loader(
+        self, val_loader: DataLoader, windows: int, batch_size: int, seed: int, rank: int, world_size: int
+    ) -> DataLoader:
+        """The validation records in file order, as the book evaluates them."""
+        return val_loader
 
     def fingerprint(self, train_loader: DataLoader, val_loader: DataLoader) -> str:
         digest = hashlib.sha256(f"{self.template.name} instructions:".encode())

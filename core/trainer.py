@@ -1,4 +1,5 @@
-"""The training loop: AdamW on next-token cross-entropy, with periodic evaluation and a sample after each epoch.
+"""The training loop: AdamW on next-token cross-entropy, with periodic evaluation and samples (after each epoch,
+and every --sample-every steps).
 
 The trainer prints nothing. It reports through events passed to a callback and obeys a TrainingControl
 between optimizer steps, so the headless command and the TUI drive it the same way.
@@ -31,17 +32,19 @@ from core.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from core.config import TrainConfig
+from core.config import TrainConfig, describe
 from core.control import TrainingControl
 from core.data import RandomWindows
 from core.distributed import Distributed, gradient_sync
 from core.events import CheckpointSaved, EpochSampled, Evaluated, Position, RunStarted, StateChanged, StepDone
 from core.fileio import atomic_link
 from core.health import HealthMonitor
+from core.heldout import standard_error
 from core.lora import trainable_parameters
 from core.memory import peak_memory_gb
 from core.model import GPTModel
 from core.precision import autocast, compute_dtype
+from core.progress import RunLength, next_sample_step, sample_events, sample_interval
 from core.resume import check_kept, check_same_batches
 from core.schedule import LRSchedule
 from core.tasks import PretrainTask, Task
@@ -57,13 +60,12 @@ def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) ->
 
 
 @torch.inference_mode()
-def mean_loss(model: nn.Module, loader: DataLoader, num_batches: int, device: torch.device) -> float:
-    """Average loss over the loader's first `num_batches` batches."""
-    losses = [
+def batch_losses(model: nn.Module, loader: DataLoader, num_batches: int, device: torch.device) -> list[float]:
+    """The loss of each of the loader's first `num_batches` batches."""
+    return [
         batch_loss(model, inputs.to(device), targets.to(device)).item()
         for inputs, targets in itertools.islice(loader, num_batches)
     ]
-    return sum(losses) / len(losses)
 
 
 def make_optimizer(model: GPTModel, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -112,6 +114,12 @@ class Trainer:
         self.train_eval_loader = self.task.train_eval_loader(
             train_loader, cfg.batch_size, self.dist.rank, self.dist.world_size
         )
+        # Val loss: the same windows each time, spread across the held-out text (core/heldout.py); as many as
+        # eval_batches steps hold, however a step is split between processes and micro-batches.
+        eval_windows = cfg.eval_batches * cfg.grad_accum * cfg.batch_size * self.dist.world_size
+        self.val_eval_loader = self.task.val_eval_loader(
+            val_loader, eval_windows, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size
+        )
         self.emit = on_event
         self.control = control or TrainingControl()
         self.checkpoint_path = checkpoint_path  # where periodic and requested checkpoints go (last.pt)
@@ -123,7 +131,9 @@ class Trainer:
         self.epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / self.steps_per_epoch)
         # The learning rate of each step. Its length is fixed when the run starts: a resumed run keeps it, also
         # when it is given more epochs or steps (cosine then stays at its floor past the original last step).
-        self.schedule = self._schedule(cfg.max_steps or self.epochs * self.steps_per_epoch)
+        self.length = RunLength(self.epochs, self.steps_per_epoch, cfg.max_steps)
+        self.schedule = self._schedule(self.length.total_steps)
+        self.sample_every = sample_interval(cfg.sample_every, self.steps_per_epoch, cfg.eval_freq)
         self.health = HealthMonitor()
         # Progress, counted as checkpoints count it (see core.events.Position): `epoch` is the 0-based epoch in
         # progress, `step` the steps done in it.
@@ -133,7 +143,7 @@ class Trainer:
         self.tokens_seen = 0
         self.elapsed_s = 0.0  # before this session (for resumed runs)
         self.history: list[dict] = []  # metrics.jsonl records
-        self.samples: list[str] = []  # one per epoch
+        self.samples: list[EpochSampled] = []  # after each epoch, and every `sample_every` steps
         self.best_val_loss = math.inf
         self.lr, self.grad_norm = cfg.lr, math.nan  # of the latest step; grad_norm before clipping
         self.last_saved: CheckpointSaved | None = None  # the latest last.pt: written, or resumed from
@@ -163,10 +173,12 @@ class Trainer:
                 steps_per_epoch=self.steps_per_epoch,
                 start_step=self.global_step,
                 history=tuple(Evaluated(**record) for record in self.history),
-                samples=tuple(self.sample_events()),
+                samples=tuple(self.samples),
                 max_steps=self.cfg.max_steps,
                 world_size=self.dist.world_size,
                 sample_prompt=self.cfg.sample_prompt,
+                sample_every=self.sample_every,
+                shape=describe(self.model.cfg),
             )
         )
         while self.epoch < self.epochs:
@@ -179,7 +191,9 @@ class Trainer:
                     self._evaluate()
                 if self._save_due():
                     self._save_in_background()
-            if self.step < self.steps_per_epoch:  # --max-steps ended the run mid-epoch
+                if self._sample_due():
+                    self._sample()
+            if self.step < self.steps_per_epoch:  # --max-steps ended the run mid-epoch (and it sampled there)
                 return True
             self._sample()
             with self.weights_lock:  # so a reader never sees the new epoch with the old epoch's step count
@@ -261,7 +275,8 @@ class Trainer:
         tokens = inputs.numel() * len(micro_batches) * self.dist.world_size
         self.tokens_seen += tokens
         self._session_tokens += tokens
-        self._session_step_s += time.perf_counter() - started
+        step_s = time.perf_counter() - started
+        self._session_step_s += step_s
         tokens_per_s = self._session_tokens / self._session_step_s
         self.emit(
             StepDone(
@@ -270,6 +285,8 @@ class Trainer:
                 loss=loss,
                 elapsed_s=self.elapsed(),
                 tokens_per_s=tokens_per_s,
+                step_s=step_s,
+                step_tokens=tokens,
             )
         )
         if notice := self.health.step_done(self.global_step, self.grad_norm, self.cfg.grad_clip):
@@ -304,21 +321,26 @@ class Trainer:
             return saved
         return self.best_saved
 
-    def evaluate(self) -> tuple[float, float]:
-        """(train loss, val loss), each averaged over `eval_batches` steps' worth of batches, with dropout off."""
+    def evaluate(self) -> tuple[float, float, float]:
+        """(train loss, val loss, the val loss's standard error), each loss averaged over `eval_batches` steps'
+        worth of batches, with dropout off."""
         self.model.eval()
         # The windows of eval_batches optimizer steps, however a step is split between processes and micro-batches:
         # so a run resumed with another split (e.g. --grad-accum doubled on one process) measures the same ones.
         batches = self.cfg.eval_batches * self.cfg.grad_accum
         with autocast(self.device, self.dtype):
-            train_loss = mean_loss(self.forward_model, self.train_eval_loader, batches, self.device)
-            val_loss = mean_loss(self.forward_model, self.val_loader, batches, self.device)
+            train_losses = batch_losses(self.forward_model, self.train_eval_loader, batches, self.device)
+            val_losses = batch_losses(self.forward_model, self.val_eval_loader, batches, self.device)
         self.model.train()
-        # Each process measured its own share of the batches: the run's loss is their average.
-        return self.dist.mean(train_loss, self.device), self.dist.mean(val_loss, self.device)
+        # Each process measured its own share of the batches: the run's loss is their average, and so is the
+        # squared standard error of each process's mean (the processes' batches are as many, and independent).
+        mean = self.dist.mean
+        train_loss, val_loss = (mean(sum(losses) / len(losses), self.device) for losses in (train_losses, val_losses))
+        val_se = math.sqrt(mean(standard_error(val_losses) ** 2, self.device) / self.dist.world_size)
+        return train_loss, val_loss, val_se
 
     def _evaluate(self) -> None:
-        train_loss, val_loss = self.evaluate()
+        train_loss, val_loss, val_se = self.evaluate()
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             self._stop_on_non_finite(
                 f"the weights after epoch {self.epoch + 1}, step {self.step} give a train loss of {train_loss} and "
@@ -338,6 +360,7 @@ class Trainer:
             grad_norm=self.grad_norm,
             tokens_per_s=(self.tokens_seen - tokens_since) / max(elapsed - elapsed_since, 1e-9),
             peak_mem_gb=peak_memory_gb(self.device),
+            val_loss_se=val_se if math.isfinite(val_se) else None,
         )
         self.history.append(event.record())
         if val_loss < self.best_val_loss:
@@ -371,19 +394,22 @@ class Trainer:
         finally:
             self.model.train()
 
+    def _sample_due(self) -> bool:
+        """Mid-epoch: a --sample-every step, or the run's last (--max-steps); epochs' ends sample anyway."""
+        if self.step == self.steps_per_epoch:
+            return False
+        return next_sample_step(self.global_step - 1, self.length, self.sample_every) == self.global_step
+
     def _sample(self) -> None:
         if not self.dist.is_main:  # the others would only generate the same text
             return
-        text = self.sample()
-        self.samples.append(text)
-        self.emit(EpochSampled(epoch=self.epoch + 1, global_step=self.global_step, text=text))
+        event = EpochSampled(epoch=self.epoch + 1, global_step=self.global_step, text=self.sample())
+        self.samples.append(event)
+        self.emit(event)
 
     def sample_events(self) -> list[EpochSampled]:
-        """The samples so far as the events that announced them (one at the end of each epoch)."""
-        return [
-            EpochSampled(epoch=i + 1, global_step=(i + 1) * self.steps_per_epoch, text=text)
-            for i, text in enumerate(self.samples)
-        ]
+        """The samples so far as the events that announced them."""
+        return list(self.samples)
 
     def _save_due(self) -> bool:
         if self.checkpoint_path is None:
@@ -539,7 +565,8 @@ class Trainer:
             "progress": progress,
             "rng": rng_states(),
             "history": list(self.history),
-            "samples": list(self.samples),
+            "samples": [sample.text for sample in self.samples],
+            "sample_steps": [sample.global_step for sample in self.samples],
         }
 
     def load_state_dict(self, ckpt: dict, path: str | Path) -> None:
@@ -567,7 +594,8 @@ class Trainer:
         self.epoch, self.step, self.global_step = progress["epoch"], progress["step"], progress["global_step"]
         self.tokens_seen, self.elapsed_s = progress["tokens_seen"], progress["elapsed_s"]
         self.best_val_loss = progress["best_val_loss"]
-        self.history, self.samples = list(ckpt["history"]), list(ckpt["samples"])
+        self.history = list(ckpt["history"])
+        self.samples = sample_events(list(ckpt["samples"]), ckpt.get("sample_steps"), self.steps_per_epoch)
         self.health = HealthMonitor(self.history, progress.get("recent_grad_norms", ()))
         self.last_saved = CheckpointSaved(path=str(path), global_step=self.global_step)
         try:

@@ -24,6 +24,7 @@ from core.events import (
     EpochSampled,
     Evaluated,
     Failed,
+    FilesSkipped,
     Finished,
     HealthNotice,
     Notice,
@@ -49,6 +50,7 @@ from minigpt_tui.widgets.sampling_screen import SamplingScreen
 from minigpt_tui.widgets.status_bar import ENDED
 
 NEXT_TAB = {"samples-tab": "chat-tab", "chat-tab": "inspect-tab", "inspect-tab": "samples-tab"}  # t goes round
+PANES = {"samples-tab": SamplesLog, "chat-tab": ChatPane, "inspect-tab": InspectPane}  # what each tab shows
 HANG_UP_GRACE_S = 5.0  # after a hang-up, how long a normal exit may take before the process leaves regardless
 
 
@@ -96,6 +98,9 @@ class MiniGPTApp(App[Finished | Failed | None]):
             show=False,
             priority=True,
             tooltip="Change how the chat samples its replies",
+        ),
+        Binding(
+            "m", "toggle_maximize", "Maximize", show=False, tooltip="Show the tab's pane on the whole screen, or back"
         ),
         Binding(
             "ctrl+t", "toggle_tint", "Tint", show=False, tooltip="Colour the chat's replies by each token's probability"
@@ -276,12 +281,15 @@ class MiniGPTApp(App[Finished | Failed | None]):
                 self.notify(event.message, severity="warning", timeout=15, markup=False)
             case HealthNotice():
                 self.notify(event.message, title="Is the run healthy?", severity="warning", timeout=20, markup=False)
+            case FilesSkipped():
+                skipped = f"Skipped {event.count:,} of {event.of:,} files that are not UTF-8 text"
+                self.notify(f"{skipped}; they are listed in {event.listed_in}", timeout=20, markup=False)
 
     def run_started(self, event: RunStarted) -> None:
         self.steps_per_epoch = event.steps_per_epoch
         trainable = event.trainable_params
         trained = f"{compact(trainable)} of " if trainable is not None and trainable != event.num_params else ""
-        self.show_title(f"{trained}{compact(event.num_params)} parameters", event.device)
+        self.show_title(f"{trained}{compact(event.num_params)} parameters", event.device, event.shape)
         if self.reported_state == "starting":
             self.reported_state = "running"
         self.show_state()
@@ -429,6 +437,17 @@ class MiniGPTApp(App[Finished | Failed | None]):
         # Focus the pane shown (its arrow keys scroll it). Focus left in the hidden pane would bring that back.
         focus = {"samples-tab": SamplesLog, "chat-tab": "#conversation", "inspect-tab": InspectPane}[pane]
         self.query_one(focus).focus()
+
+    def action_toggle_maximize(self) -> None:
+        """The shown tab's pane (samples, chat or Inspect) on the whole screen, or back to its place."""
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+            return
+        tab = self.query_one("#side", TabbedContent).active
+        pane = self.query_one(PANES[tab])
+        if self.focused is None or pane not in self.focused.ancestors_with_self:
+            self.action_show_pane(tab)  # its keys go to it
+        self.screen.maximize(pane, container=False)
 
     def action_inspect(self) -> None:
         self.action_show_pane("inspect-tab")

@@ -38,11 +38,14 @@ class Sampling:
     top_k: int | None = None
     top_p: float | None = None
     max_new_tokens: int = 50
+    seed: int | None = None  # of the sampling's random draws: a seeded reply can be had again; None = fresh
 
     def __post_init__(self) -> None:
         check_sampling(self.temperature, self.top_k, self.top_p)
         if self.max_new_tokens < 1:
             raise ValueError(f"max new tokens must be at least 1, got {self.max_new_tokens}")
+        if self.seed is not None and self.seed < 0:
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
 
     def method(self) -> str:
         if self.temperature == 0:
@@ -50,6 +53,7 @@ class Sampling:
         how = [f"temperature {self.temperature:g}"]
         how += [f"top-k {self.top_k}"] if self.top_k is not None else []
         how += [f"top-p {self.top_p:g}"] if self.top_p is not None else []
+        how += [f"seed {self.seed}"] if self.seed is not None else []
         return " · ".join(how)
 
     def __str__(self) -> str:
@@ -233,7 +237,7 @@ class ChatEngine:
         s = request.sampling
         probabilities: list[float] = []
         tokens = generate(
-            model, prompt_ids, s.max_new_tokens, s.temperature, s.top_k, s.top_p, probabilities=probabilities
+            model, prompt_ids, s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed, probabilities=probabilities
         )
         with contextlib.closing(tokens):
             counted = _Counted(tokens, lambda: self._cancelled(request))

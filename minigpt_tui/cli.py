@@ -444,7 +444,13 @@ def serve_training_argv(args: argparse.Namespace) -> list[str]:
         value = getattr(args, action.dest, None)
         if value is None or action.dest == "out" or (action.dest == "device" and not args.train):
             continue
-        argv += [action.option_strings[0]] if action.nargs == 0 else [action.option_strings[0], str(value)]
+        name = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):  # --qkv-bias, or --no-qkv-bias
+            argv.append(name if value else action.option_strings[1])
+        elif action.nargs == 0:
+            argv.append(name)
+        else:  # a repeatable flag (--include) is given once per value
+            argv += [part for each in (value if isinstance(value, list) else [value]) for part in (name, str(each))]
     return argv
 
 

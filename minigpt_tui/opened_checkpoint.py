@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 
 from core.checkpoint import CheckpointError, load_model
-from core.config import TrainConfig
-from core.events import EpochSampled, Evaluated, Position, RunStarted, StepDone
+from core.config import TrainConfig, describe
+from core.events import Evaluated, Position, RunStarted, StepDone
 from core.instruct import Template, template_of
 from core.lora import trainable_parameters
 from core.model import GPTModel
 from core.plotting import epoch_length
+from core.progress import sample_events
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,7 @@ class OpenedCheckpoint:
         steps_per_epoch = progress.get("steps_per_epoch") or (
             (global_step - in_epoch) // done_epochs if done_epochs else epoch_length(list(ckpt.get("history", ())))
         )  # 0: unknown
-        samples = tuple(
-            EpochSampled(epoch=i + 1, global_step=(i + 1) * steps_per_epoch, text=text)
-            for i, text in enumerate(ckpt.get("samples", ()))
-        )
+        samples = tuple(sample_events(list(ckpt.get("samples", ())), ckpt.get("sample_steps"), steps_per_epoch))
         sample_prompt = train_config.get("sample_prompt", TrainConfig.sample_prompt)
         run = RunStarted(
             device=str(device),
@@ -64,6 +62,8 @@ class OpenedCheckpoint:
             history=history,
             samples=samples,
             sample_prompt=sample_prompt,
+            max_steps=train_config.get("max_steps"),
+            shape=describe(model.cfg),
         )
         last_step = None
         if progress:

@@ -18,6 +18,7 @@ from core.checkpoint import (
     train_config_from,
 )
 from core.config import TrainConfig, preset
+from core.events import EpochSampled
 from core.fileio import atomic_link, atomic_write
 from core.model import GPTModel
 
@@ -162,7 +163,7 @@ def training_state(story):
             "elapsed_s": 1.5,
         }
     )
-    trainer.samples.append("Every effort moves you")
+    trainer.samples.append(EpochSampled(epoch=1, global_step=3, text="Every effort moves you"))
     return trainer.state_dict()
 
 

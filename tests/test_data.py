@@ -87,7 +87,7 @@ def test_text_shorter_than_one_window_says_how_many_tokens_and_suggests_a_contex
     assert "too few for 2 windows of 257 tokens" in message
     assert "--context-length" in message
     val_tokens = len(encode(text[int(0.9 * len(text)) :]))
-    with pytest.raises(CorpusError, match=f"validation part \\(last 10%\\) has {val_tokens} tokens"):
+    with pytest.raises(CorpusError, match=f"validation part \\(each document.s last 10%\\) has {val_tokens} tokens"):
         create_dataloaders(text, context_length=val_tokens, batch_size=1, seed=0)
 
 

@@ -49,7 +49,8 @@ def shown_commands() -> list[Shown]:
     for page in PAGES:
         for first_line, text in fenced_blocks(page, "bash"):
             block = f"{page.relative_to(ROOT)}:{first_line}"
-            for offset, line in enumerate(text.splitlines()):
+            # A command continued with a trailing backslash is one line, as the shell reads it.
+            for offset, line in enumerate(text.replace("\\\n", " ").splitlines()):
                 for words in commands_of(shlex.split(line, comments=True)):
                     while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # VAR=value before the command
                         words = words[1:]

@@ -36,7 +36,7 @@ def test_the_table_lists_live_finished_failed_and_unreadable_runs(tmp_path):
     assert (done.state, done.pid, done.task, done.shape, done.params) == (
         "finished",
         None,
-        "pretraining",
+        "pretrain",
         "tiny ctx16",
         6_533_632,
     )

@@ -82,6 +82,8 @@ class ExchangeView(Vertical):
 class ChatPane(Vertical):
     """Prompts go to a `ChatEngine` running on a thread worker; its replies stream into the conversation."""
 
+    ALLOW_MAXIMIZE = True  # m shows it on the whole screen, for replies that are code
+
     def __init__(self, hint: str | Text, template: Template | None = None, **kwargs) -> None:
         """`hint`: what the empty conversation says (how to start). `template`: an instruct model's, in which
         what is typed is the instruction."""

@@ -4,10 +4,13 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, ProgressBar
 
-from core.events import Restarted, RunStarted, StepDone, Tokenizing
+from core.events import Position, Restarted, RunStarted, StepDone, Tokenizing
+from core.progress import RunLength
 
 
 class RunProgress(Horizontal):
+    length = RunLength(epochs=0, steps_per_epoch=0)  # the run's, once it has started
+
     def compose(self) -> ComposeResult:
         yield Label("epoch", classes="progress-label")
         yield ProgressBar(id="epoch-progress", show_eta=False)
@@ -31,14 +34,18 @@ class RunProgress(Horizontal):
         self.query_one("#run-progress", ProgressBar).update(total=event.total_bytes, progress=event.done_bytes)
 
     def run_started(self, event: RunStarted) -> None:
-        in_epoch = event.start_step % event.steps_per_epoch if event.steps_per_epoch else 0  # a resumed run's
-        self.query_one("#epoch-progress", ProgressBar).update(total=event.steps_per_epoch, progress=in_epoch)
-        total_steps = event.max_steps or event.epochs * event.steps_per_epoch
+        self.length = RunLength(event.epochs, event.steps_per_epoch, event.max_steps)
+        start = Position.after(event.start_step, event.steps_per_epoch)  # a resumed run's
+        self._epoch_bar(start.epoch, start.step)
         self.query_one("#run-label", Label).update("run")
-        self.query_one("#run-progress", ProgressBar).update(total=total_steps, progress=event.start_step)
+        self.query_one("#run-progress", ProgressBar).update(total=self.length.total_steps, progress=event.start_step)
+
+    def _epoch_bar(self, epoch: int, step: int) -> None:
+        """The epoch's bar: its steps (those up to --max-steps, for the last), `step` of them done."""
+        self.query_one("#epoch-progress", ProgressBar).update(total=self.length.steps_in_epoch(epoch), progress=step)
 
     def step_done(self, event: StepDone) -> None:
-        self.query_one("#epoch-progress", ProgressBar).update(progress=event.step)
+        self._epoch_bar(event.epoch, event.step)
         self.query_one("#run-progress", ProgressBar).update(progress=event.global_step)
 
     def clear(self) -> None:

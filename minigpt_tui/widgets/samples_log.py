@@ -1,10 +1,12 @@
-"""The samples pane: the model's continuation of the sample prompt after each epoch, newest at the bottom."""
+"""The samples pane: the model's continuation of the sample prompt after each epoch (and every --sample-every
+steps), newest at the bottom; its lower edge says when the next one comes."""
 
 from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from core.events import EpochSampled, Restarted, RunStarted
+from core.events import EpochSampled, Restarted, RunStarted, StepDone
+from core.progress import RunLength, next_sample_step
 from minigpt_tui.text import printable, visible
 
 
@@ -23,6 +25,7 @@ class SamplesLog(OptionList):
         self.samples: list[tuple[EpochSampled, str]] = []  # each with the prompt it continues
         self.expanded: set[int] = set()  # samples shown whole
         self._scroll_to_newest = False  # the newest sample will be scrolled to once the list is laid out
+        self.run: RunStarted | None = None  # the run whose samples these are, once it has started
 
     @property
     def count(self) -> int:
@@ -35,16 +38,34 @@ class SamplesLog(OptionList):
     def show_event(self, event) -> None:
         match event:
             case RunStarted():
-                self.prompt = event.sample_prompt
+                self.prompt, self.run = event.sample_prompt, event
+                self.show_next_sample(event.start_step)
+            case StepDone():
+                self.show_next_sample(event.global_step)
             case EpochSampled():
                 self.add(event, self.prompt)
             case Restarted():
+                self.run = None
                 self.clear()
+                self.border_subtitle = ""
+                self.remove_class("-next-sample")
+
+    def show_next_sample(self, global_step: int) -> None:
+        """Say on the lower edge at which step the next sample comes (nothing once the run is through)."""
+        run = self.run
+        if run is None:
+            return
+        length = RunLength(run.epochs, run.steps_per_epoch, run.max_steps)
+        step = next_sample_step(global_step, length, run.sample_every)
+        subtitle = f"next sample at step {step:,}" if step else ""  # a pane 36 columns wide at 100
+        if subtitle != self.border_subtitle:
+            self.border_subtitle = subtitle
+            self.set_class(bool(subtitle), "-next-sample")
 
     def clear(self) -> None:
         self.samples.clear()
         self.expanded.clear()
-        self.set_options([Option("A sample appears after each epoch.", disabled=True)])
+        self.set_options([Option("A sample appears after each epoch (the lower edge says when).", disabled=True)])
 
     def add(self, event: EpochSampled, prompt: str = "") -> None:
         """Show a sample; its first `prompt` characters (what the model was given) in bold."""

@@ -15,15 +15,17 @@ FIELDS = [
     ("top_k", "top-k", "integer", "off"),
     ("top_p", "top-p", "number", "off"),
     ("max_new_tokens", "max new tokens", "integer", ""),
+    ("seed", "seed", "integer", "fresh each reply"),
 ]
+OPTIONAL = ("top_k", "top_p", "seed")  # empty: off
 
 
 def parse(values: dict[str, str]) -> Sampling:
-    """The settings typed in the form; ValueError saying what is wrong. An empty top-k or top-p is off."""
+    """The settings typed in the form; ValueError saying what is wrong. An empty top-k, top-p or seed is off."""
     numbers = {}
     for name, label, kind, _ in FIELDS:
         text = values[name].strip()
-        if not text and name in ("top_k", "top_p"):
+        if not text and name in OPTIONAL:
             numbers[name] = None
             continue
         try:

@@ -7,6 +7,7 @@ from textual.content import Content
 from textual.widget import Widget
 
 from core.events import Evaluated, Failed, HealthNotice, Position, Restarted, RunStarted, StateChanged, StepDone
+from core.progress import RunLength
 from minigpt_tui.text import clock, compact
 
 # state -> how it looks; "pausing"/"resuming"/"stopping" show that a request waits for the next step boundary
@@ -62,6 +63,7 @@ class StatusBar(Widget):
         self._ticked = 0.0
         self._ticking_since: float | None = None
         self.best_val: tuple[float, int] | None = None  # (loss, global step)
+        self.last_eval: Evaluated | None = None
         self.error: str | None = None
         self.notice: HealthNotice | None = None  # the latest health notice, shown until the next one
         if self.is_mounted:
@@ -106,7 +108,9 @@ class StatusBar(Widget):
         self._changed()
 
     def evaluated(self, event: Evaluated) -> None:
+        self.last_eval = event
         if not math.isfinite(event.val_loss):  # a run whose loss blew up: not a best
+            self._changed()
             return
         if self.best_val is None or event.val_loss < self.best_val[0]:
             self.best_val = (event.val_loss, event.global_step)
@@ -131,8 +135,11 @@ class StatusBar(Widget):
         run, step = self.started, self.last_step
         if run is None or step is None or step.global_step <= run.start_step or self.state in ENDED:
             return None
-        per_step = step.elapsed_s / step.global_step
-        return per_step * (run.epochs * run.steps_per_epoch - step.global_step)
+        return self.length(run).eta_s(step.global_step, step.elapsed_s, run.start_step)
+
+    @staticmethod
+    def length(run: RunStarted) -> RunLength:
+        return RunLength(run.epochs, run.steps_per_epoch, run.max_steps)
 
     def items(self) -> list[Content]:
         label, style = STATES[self.state]
@@ -145,16 +152,23 @@ class StatusBar(Widget):
                 start = Position.after(run.start_step, run.steps_per_epoch)
                 epoch, in_epoch, global_step = start.epoch, start.step, start.global_step
             tokens, speed = (step.tokens_seen, step.tokens_per_s) if step else (0, 0.0)
-            of_epoch = f"/{run.steps_per_epoch}" if run.steps_per_epoch else ""  # unknown for some checkpoints
+            length = self.length(run)
+            in_this = length.steps_in_epoch(epoch)  # the last epoch's, when --max-steps ends it early
+            of_epoch = f"/{in_this:,}" if run.steps_per_epoch else ""  # unknown for some checkpoints
             items += [
                 f"epoch {epoch}/{run.epochs}",
-                f"step {in_epoch}{of_epoch}",
-                f"global step {global_step:,}",
+                f"step {in_epoch:,}{of_epoch}",
+                f"global step {global_step:,}/{length.total_steps:,}"
+                if length.total_steps
+                else f"step {global_step:,}",
                 f"{compact(tokens)} tokens",
-                f"{compact(speed)} tok/s",
+                f"{compact(speed)} train tok/s",  # steps alone (core/throughput.py)
             ]
         eta = self.eta()
         items += [f"elapsed {clock(self.elapsed())}", f"ETA {clock(eta) if eta is not None else '–'}"]
+        if self.last_eval and math.isfinite(self.last_eval.val_loss):
+            se = self.last_eval.val_loss_se
+            items.append(f"val {self.last_eval.val_loss:.4f}" + (f" ± {se:.4f}" if se is not None else ""))
         if self.best_val:
             loss, step = self.best_val
             shown = f"{loss:.4f}" if abs(loss) < 1e6 else f"{loss:.4g}"  # a followed run's files may hold 1e300
