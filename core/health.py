@@ -39,8 +39,11 @@ class HealthMonitor:
         for record in history:  # a resumed run: what was reported before is not reported again
             self.evaluated(record)
 
-    def evaluated(self, record: dict, best_saved: tuple[int, float] | None = None) -> HealthNotice | None:
-        """After an evaluation; `best_saved` is best.pt's (global step, val loss), if one was saved."""
+    def evaluated(
+        self, record: dict, best_saved: tuple[int, float] | None = None, kept_in: str = "best.pt"
+    ) -> HealthNotice | None:
+        """After an evaluation; `best_saved` is best.pt's (global step, val loss), if one was saved, and `kept_in`
+        the file that holds it (another run directory's best.pt, for a run resumed into a new one)."""
         self.history.append(record)
         start = len(self.history) - 1
         while start > 0 and self.history[start - 1]["val_loss"] < self.history[start]["val_loss"]:
@@ -59,7 +62,7 @@ class HealthMonitor:
             message=f"Overfitting: the val loss rose for {RISES_FOR_OVERFITTING} evaluations in a row "
             f"({first['val_loss']:.4f} → {last['val_loss']:.4f}) while the train loss fell "
             f"({first['train_loss']:.4f} → {last['train_loss']:.4f}); the best val loss, {best['val_loss']:.4f}, "
-            f"was at step {best['global_step']}{_kept_in_best_pt(best, best_saved)}",
+            f"was at step {best['global_step']}{_kept_in_best_pt(best, best_saved, kept_in)}",
         )
 
     def layers_measured(self, event: LayerStats) -> list[HealthNotice]:
@@ -86,13 +89,13 @@ class HealthMonitor:
         return notice
 
 
-def _kept_in_best_pt(best: dict, best_saved: tuple[int, float] | None) -> str:
+def _kept_in_best_pt(best: dict, best_saved: tuple[int, float] | None, kept_in: str) -> str:
     if best_saved is None:
         return " (no best.pt was saved yet)"
     step, val_loss = best_saved
     if step == best["global_step"]:
-        return ", and best.pt holds those weights"
-    return f"; best.pt holds the best saved weights, of step {step} (val loss {val_loss:.4f})"
+        return f", and {kept_in} holds those weights"
+    return f"; {kept_in} holds the best saved weights, of step {step} (val loss {val_loss:.4f})"
 
 
 class LayerHealth:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import CheckpointError, load_checkpoint
 from core.config import CACHE_DIR_ENV, GPTConfig, TrainConfig, default_cache_dir
 from core.control import TrainingControl
 from core.data import (
@@ -33,6 +33,7 @@ from core.data import (
 )
 from core.distributed import Distributed, from_environment, process_group
 from core.events import (
+    CheckpointSaved,
     EarlierRunSetAside,
     EpochSampled,
     Evaluated,
@@ -47,7 +48,7 @@ from core.events import (
     StepDone,
     Tokenizing,
 )
-from core.fileio import DirectoryLocked, RunDirectoryLock, atomic_write, remove_leftover_temp_files
+from core.fileio import DirectoryLocked, RunDirectoryLock, atomic_link, atomic_write, remove_leftover_temp_files
 from core.lora import adapt
 from core.model import GPTModel, uninitialized_model
 from core.plotting import save_loss_plot
@@ -114,6 +115,9 @@ class RunOutputs:
         "status.json",
         "tensorboard",
         "layers.jsonl",
+        RESPONSES,  # --task instruct
+        "skipped-files.txt",  # --skip-unreadable
+        "wandb",  # --wandb: W&B's own files for the run (wandb.init(dir=...)), also those waiting to be synced
     )
     REPLACED_PREFIX = "replaced-"
 
@@ -130,6 +134,7 @@ class RunOutputs:
         self.tensorboard = self.dir / "tensorboard"  # with --tensorboard: event files (core/tensorboard.py)
         self.responses = self.dir / RESPONSES  # --task instruct: the test records with the model's responses
         self.skipped = self.dir / "skipped-files.txt"  # with --skip-unreadable: the files left out, and why
+        self.best_elsewhere: Path | None = None  # a resumed run's best.pt, where it could not be carried here
         self._status: dict = {}  # what status.json holds; empty until `prepare` has started the run's files
         self._last_step: StepDone | None = None
 
@@ -150,15 +155,20 @@ class RunOutputs:
         except OSError as e:
             raise OSError(f"cannot write to the output directory {self.dir}: {e.strerror or e}") from None
         try:
-            earlier = self.earlier_checkpoints()
-            continuing = train_cfg.resume and Path(train_cfg.resume).resolve().parent == self.dir.resolve()
-            if earlier and not continuing:
-                if not train_cfg.overwrite:
-                    raise OSError(self.refusal(earlier))
+            if self.earlier_run(train_cfg):
                 on_event(self.set_aside())
             yield
         finally:
             lock.release()
+
+    def earlier_run(self, train_cfg: TrainConfig) -> bool:
+        """Whether an earlier run's files are to be set aside first; an OSError if they may not be replaced.
+        Under torchrun every process asks, before they meet, so that all of them stop at once on a refusal."""
+        earlier = self.earlier_checkpoints()
+        continuing = train_cfg.resume and Path(train_cfg.resume).resolve().parent == self.dir.resolve()
+        if earlier and not continuing and not train_cfg.overwrite:
+            raise OSError(self.refusal(earlier))
+        return bool(earlier and not continuing)
 
     def earlier_checkpoints(self) -> list[Path]:
         """The checkpoints an earlier run left in the directory."""
@@ -187,6 +197,28 @@ class RunOutputs:
         except OSError as e:
             raise OSError(f"cannot move the earlier run's files aside in {self.dir}: {e.strerror or e}") from None
         return EarlierRunSetAside(moved_to=str(target), files=tuple(moved))
+
+    def carry_best(self, resumed_from: str | Path, best_step: int, best_val_loss: float) -> CheckpointSaved | None:
+        """For a resumed run: the best.pt that holds its best evaluation (`best_step`, `best_val_loss`), if any.
+
+        A run resumed into another directory brings its earlier best.pt along (a hard link, or a copy), so that
+        best.pt holds the whole run's best weights here too; where it cannot be put here, the earlier one is named
+        (`best_elsewhere`, listed among the run's files).
+        """
+        earlier = Path(resumed_from).parent / self.best.name
+        try:
+            progress = load_checkpoint(earlier, mmap=True)["progress"]
+        except (OSError, CheckpointError, KeyError, TypeError):
+            return None  # none there, or not one to trust: the run says no best.pt was saved
+        if progress.get("global_step") != best_step or progress.get("best_val_loss") != best_val_loss:
+            return None  # of another evaluation (a killed process's later one, or an earlier run's)
+        if earlier.resolve() != self.best.resolve():
+            try:
+                atomic_link(earlier, self.best)
+            except OSError:
+                self.best_elsewhere = earlier
+                return CheckpointSaved(path=str(earlier), global_step=best_step)
+        return CheckpointSaved(path=str(self.best), global_step=best_step)
 
     def prepare(
         self,
@@ -259,7 +291,7 @@ class RunOutputs:
     def written(self) -> dict[str, str]:
         paths = {
             "checkpoint": self.checkpoint,
-            "best": self.best,
+            "best": self.best if self.best.exists() or self.best_elsewhere is None else self.best_elsewhere,
             "plot": self.plot,
             "metrics": self.metrics,
             "samples": self.samples,
@@ -322,8 +354,8 @@ class TrainingRun:
     def _emit(self, event) -> None:
         if self.dist.is_main:
             self.outputs.record(event)
-            if self.tensorboard:
-                self.tensorboard.record(event)
+            if self.tensorboard and (problem := self.tensorboard.record(event)):
+                self._emit(Notice(message=problem))
             if self.wandb:
                 self.wandb.record(event)
             self.on_event(event)
@@ -361,6 +393,8 @@ class TrainingRun:
         self.dist.seed_dropout(cfg.seed, trainer.global_step)
         if main:
             self.outputs.prepare(self.model_cfg, cfg, trainer.history, trainer.sample_events(), trainer.layer_history)
+            if cfg.resume and (best := trainer.best_evaluation()) is not None:
+                trainer.best_saved = self.outputs.carry_best(cfg.resume, best["global_step"], best["val_loss"])
             if cfg.tensorboard:
                 self.tensorboard = TensorBoardWriter(
                     self.outputs.tensorboard,
@@ -455,6 +489,8 @@ class TrainingRun:
             try:
                 if self.dist.is_main:
                     claimed.enter_context(self.outputs.claim(self.train_cfg, self.on_event))
+                else:
+                    self.outputs.earlier_run(self.train_cfg)  # refused here too, or this one would wait for 0
                 result = self._train()
             except (CorpusError, TrainingError, TensorBoardMissing, ValueError, OSError) as e:
                 result = Failed(message=str(e))
@@ -465,6 +501,8 @@ class TrainingRun:
             except torch.distributed.DistError as e:  # a collective failed: another process is gone
                 result = Failed(message=f"another training process failed or was stopped; this one stops too ({e})")
             except KeyboardInterrupt:  # headless, a second Ctrl+C: leave at once, without the final save
+                if self.trainer is not None:
+                    self.trainer.finish_save_in_flight()  # first: the message names the last checkpoint on disk
                 result = aborted = Failed(message=self._aborted_message())
             if not self.dist.is_main:
                 return result

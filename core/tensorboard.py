@@ -6,6 +6,8 @@ Through torch's own SummaryWriter, which needs the `tensorboard` package: an opt
 use it (`pip install 'minigpt-tui[tensorboard]'`).
 """
 
+import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,6 +44,10 @@ class TensorBoardWriter:
     from that step on (a killed process's evaluations after its last checkpoint, or a whole earlier run started
     again in the directory), as metrics.jsonl drops it, and writes again what the checkpoint holds of that step:
     `history` (metrics records) and `samples` (EpochSampled events).
+
+    A `log_dir` that cannot be created or written is an OSError naming it, before any training. Once training, a
+    write that fails (a full disk) ends the TensorBoard files, not the run: `record` then returns the problem,
+    once, and writes nothing more.
     """
 
     def __init__(
@@ -55,18 +61,37 @@ class TensorBoardWriter:
         tensorboard_available()
         from torch.utils.tensorboard import SummaryWriter  # imported here: it loads the whole tensorboard package
 
-        self.writer = SummaryWriter(str(log_dir), purge_step=start_step)
-        for record in history:
-            if record["global_step"] >= start_step:
-                self.record(Evaluated(**record))
-        for sample in samples:
-            if sample.global_step >= start_step:
-                self.record(sample)
-        for layer_record in layer_stats:  # their histograms are not kept in checkpoints: only the scalars
-            if layer_record["global_step"] >= start_step:
-                self.record(LayerStats.from_record(layer_record))
+        self.log_dir, self.failed = Path(log_dir), False
+        _quiet_writer_threads()
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.log_dir):
+                pass
+            self.writer = SummaryWriter(str(log_dir), purge_step=start_step)
+            for record in history:
+                if record["global_step"] >= start_step:
+                    self._write(Evaluated(**record))
+            for sample in samples:
+                if sample.global_step >= start_step:
+                    self._write(sample)
+            for layer_record in layer_stats:  # their histograms are not kept in checkpoints: only the scalars
+                if layer_record["global_step"] >= start_step:
+                    self._write(LayerStats.from_record(layer_record))
+        except Exception as e:  # OSError, mostly, also handed on from the writer's thread
+            raise OSError(f"--tensorboard: cannot write to {self.log_dir} ({_reason(e)})") from None
 
-    def record(self, event) -> None:
+    def record(self, event) -> str | None:
+        """Write `event`'s figures or text, if it has any; the problem, the first time a write fails."""
+        if self.failed:
+            return None
+        try:
+            self._write(event)
+        except Exception as e:  # the writer's thread hands on whatever stopped it (OSError, mostly)
+            self.failed = True
+            return f"TensorBoard files stopped: writing to {self.log_dir} failed ({_reason(e)}); training goes on"
+        return None
+
+    def _write(self, event) -> None:
         if isinstance(event, Evaluated):
             record = event.record()
             for name, tag in SCALARS.items():
@@ -101,4 +126,31 @@ class TensorBoardWriter:
             )
 
     def close(self) -> None:
-        self.writer.close()
+        if not self.failed:
+            try:
+                self.writer.close()
+            except Exception:  # a last flush onto a full disk: the run's own outcome is what matters now
+                self.failed = True
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, FileExistsError):  # mkdir, where a file has the directory's name
+        return "it is not a directory"
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _quiet_writer_threads() -> None:
+    """Leave the traceback out when TensorBoard's writer thread dies of a failed write: the thread keeps the error,
+    and the next `record` reports it in one line. Other threads' errors are printed as before."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread  # type: ignore[import-untyped]
+
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not isinstance(args.thread, _AsyncWriterThread):
+            previous(args)
+
+    hook.quiet_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook

@@ -5,6 +5,7 @@ The trainer prints nothing. It reports through events passed to a callback and o
 between optimizer steps, so the headless command and the TUI drive it the same way.
 """
 
+import contextlib
 import functools
 import itertools
 import math
@@ -404,14 +405,23 @@ class Trainer:
             if self.best_path is not None:
                 self._best = (self.global_step, copy_state(self.state_dict()))
         self.emit(event)
-        if notice := self.health.evaluated(event.record(), self._best_saved()):
+        kept_in = self.best_saved.path if self.best_saved and self.best_saved.path != str(self.best_path) else "best.pt"
+        if notice := self.health.evaluated(event.record(), self._best_saved(), kept_in):
             self.emit(notice)
 
+    def best_evaluation(self) -> dict | None:
+        """The metrics record of the evaluation with the lowest val loss so far."""
+        return next((r for r in self.history if r["val_loss"] == self.best_val_loss), None)
+
     def _best_saved(self) -> tuple[int, float] | None:
-        """best.pt's (global step, val loss), if one was saved: the evaluation whose val loss it recorded."""
-        return next(
-            ((r["global_step"], r["val_loss"]) for r in self.history if r["val_loss"] == self.best_val_loss), None
-        )
+        """The best evaluation's (global step, val loss), if its weights are in a best.pt or about to be written to
+        one (a run resumed into another directory has them only if they were carried along: see RunOutputs)."""
+        best = self.best_evaluation()
+        if best is None:
+            return None
+        if self._best is None and (self.best_saved is None or self.best_saved.global_step != best["global_step"]):
+            return None
+        return best["global_step"], best["val_loss"]
 
     def sample(self) -> str:
         """The task's sample from the current weights: for pretraining, the prompt and its greedy continuation."""
@@ -486,6 +496,12 @@ class Trainer:
                 self._record_saves(done)
         except (TrainingError, CheckpointWriteError):
             pass
+
+    def finish_save_in_flight(self) -> None:
+        """Let the background save in flight land, and note what it wrote, so that what is said of last.pt is what
+        is on disk (a save landing after the run was aborted would otherwise go unsaid). Errors are left out."""
+        with contextlib.suppress(TrainingError, CheckpointWriteError):
+            self._collect_saves(wait=True)
 
     def _checked_state(self) -> dict:
         """state_dict(), unless the weights are no longer finite numbers: those are never written."""

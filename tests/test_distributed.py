@@ -10,6 +10,8 @@ import functools
 import json
 import os
 import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -182,3 +184,21 @@ def test_accumulated_gradients_are_those_of_the_whole_batch(short_corpus):
     whole, accumulated = weights_after_one_step(4, 1), weights_after_one_step(2, 2)
     for name, tensor in whole.items():
         torch.testing.assert_close(accumulated[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_under_torchrun_every_process_refuses_a_directory_holding_an_earlier_run(short_corpus, tmp_path):
+    """Each process says no and exits at once: none waits for the others at the meeting the first one left."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"an earlier run's checkpoint")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    command += ["core.train", "--preset", "tiny", "--context-length", "16", "--data", str(short_corpus)]
+    command += ["--out", str(out), "--device", "cpu", "--max-steps", "2"]
+    # A process left waiting would outlast this limit (torch waits 30 minutes for the others by default).
+    root = Path(__file__).parents[1]
+    env = os.environ | {"PYTHONPATH": str(root)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root, env=env)
+    refusal = f"error: {out} holds an earlier run's last.pt"
+    assert done.returncode != 0
+    assert f"minigpt-tui: {refusal}" in done.stderr and f"minigpt-tui (process 1): {refusal}" in done.stderr
+    assert (out / "last.pt").read_bytes() == b"an earlier run's checkpoint"

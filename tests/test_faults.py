@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import asdict, replace
 
 import pytest
@@ -15,7 +16,7 @@ from helpers import TINY16, of, train
 
 import core.trainer
 from core.checkpoint import load_checkpoint, load_model, save_checkpoint
-from core.events import CheckpointSaved, Evaluated, Failed, Finished, StepDone
+from core.events import CheckpointSaved, Evaluated, Failed, Finished, Notice, StepDone
 from core.model import GPTModel
 from core.run import RunOutputs, TrainingRun
 
@@ -313,3 +314,63 @@ def test_the_log_printer_shows_what_an_ascii_terminal_can(tmp_path):
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
     assert (done.returncode, done.stdout) == (0, b"Every effort moves you, caf?\n")
+
+
+def test_an_abort_names_the_checkpoint_a_save_in_flight_lands(short_train_cfg, tmp_path, monkeypatch):
+    """A second Ctrl+C while a periodic save is being written: the abort line and status.json name the step that
+    last.pt holds once that save lands, not the one before it."""
+    released, real_save = threading.Event(), core.trainer.save_checkpoint
+
+    def slow_background_save(path, payload):
+        if threading.current_thread().name == "checkpoint-writer":
+            released.wait()  # still in flight at the step after: only the abort lets it go on
+        real_save(path, payload)
+
+    monkeypatch.setattr(core.trainer, "save_checkpoint", slow_background_save)
+    cfg = replace(short_train_cfg, out_dir=str(tmp_path), save_every=3)
+
+    def on_event(event):
+        if isinstance(event, StepDone) and event.global_step == 4:
+            released.set()
+            raise KeyboardInterrupt  # as the second Ctrl+C does, headless
+
+    result = TrainingRun(TINY16, cfg, on_event).run()
+    assert saved_step(tmp_path / "last.pt") == 3
+    assert isinstance(result, Failed) and "(global step 3)" in result.message
+    assert json.loads((tmp_path / "status.json").read_text())["message"] == result.message
+
+
+def test_tensorboard_into_a_place_that_cannot_hold_its_files_is_refused_in_one_line(short_train_cfg, tmp_path):
+    pytest.importorskip("tensorboard")
+    (tmp_path / "tensorboard").write_text("a file where the directory goes")  # as root, chmod would not stop it
+    cfg = replace(short_train_cfg, out_dir=str(tmp_path), tensorboard=True)
+    _, events = train(cfg)
+    failed = events[-1]
+    assert isinstance(failed, Failed) and not of(events, StepDone)
+    assert failed.message == f"--tensorboard: cannot write to {tmp_path / 'tensorboard'} (it is not a directory)"
+    assert "\n" not in failed.message and "b'" not in failed.message
+
+
+def test_a_full_disk_under_tensorboard_ends_its_files_with_one_notice_and_training_goes_on(
+    short_train_cfg, tmp_path, monkeypatch, capfd
+):
+    pytest.importorskip("tensorboard")
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    real_write, writes = RecordWriter.write, []
+
+    def full_disk(self, data):  # the disk fills up once training is under way
+        writes.append(data)
+        if len(writes) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", full_disk)
+    _, events = train(replace(short_train_cfg, out_dir=str(tmp_path), tensorboard=True))
+    assert isinstance(events[-1], Finished) and events[-1].completed
+    notices = [e.message for e in of(events, Notice) if "TensorBoard" in e.message]
+    assert notices == [
+        f"TensorBoard files stopped: writing to {tmp_path / 'tensorboard'} failed (No space left on device); "
+        "training goes on"
+    ]
+    assert "Traceback" not in capfd.readouterr().err

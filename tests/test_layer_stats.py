@@ -7,12 +7,12 @@ from dataclasses import replace
 import pytest
 import torch
 from helpers import TINY16, make_trainer, of, run_metrics, train
-from minigpt_tui.run_files import RunFollower
 from torch.nn import functional as F
 
 from core.events import BlockStats, HealthNotice, LayerStats, ParamStats
 from core.health import LayerHealth
 from core.run import TrainingRun
+from core.run_files import RunFollower
 
 
 def rms(t: torch.Tensor) -> float:

@@ -2,11 +2,13 @@
 
 import math
 from dataclasses import asdict, replace
+from unittest.mock import Mock
 
 import pytest
 import torch
 from helpers import TINY16, of, run_metrics, train
 
+import core.run
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.events import Failed, Finished, RunStarted, StepDone
 from core.flags import configs_from_args
@@ -270,3 +272,20 @@ def test_a_run_measured_in_steps_continues_in_steps_until_told_otherwise(stopped
     code, error = exit_for(capsys, "--resume", path, "--max-steps", "1")
     assert code == 2
     assert error.endswith(f"{path} has already trained 1 step; ask for more to continue (--max-steps 2 or more)")
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_a_run_resumed_into_another_directory_keeps_its_best_weights(short_train_cfg, tmp_path, monkeypatch, links):
+    """best.pt comes along (or, where it cannot, the run names the earlier one), so the best weights are findable."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(replace(short_train_cfg, epochs=1, out_dir=str(first)))
+    if not links:
+        monkeypatch.setattr(core.run, "atomic_link", Mock(side_effect=OSError(28, "No space left on device")))
+    run, events = train(replace(short_train_cfg, epochs=1, out_dir=str(second), resume=str(first / "last.pt")))
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    best = second / "best.pt" if links else first / "best.pt"
+    assert finished.outputs["best"] == str(best)
+    assert run.trainer.best_saved.path == str(best)  # what the overfitting notice names as holding them
+    assert (second / "best.pt").exists() == links
+    assert load_checkpoint(best)["progress"]["best_val_loss"] == min(r["val_loss"] for r in run_metrics(second))

@@ -168,3 +168,15 @@ def test_the_command_says_where_the_earlier_run_went(earlier_run, short_corpus):
         done.stdout
     )
     assert f"into {aside}\n" in done.stdout and (aside / "best.pt").exists()
+
+
+def test_a_new_run_moves_aside_an_instruct_runs_responses_and_its_wandb_files(short_train_cfg, earlier_run):
+    (earlier_run / "responses.json").write_text("[]")
+    (earlier_run / "wandb").mkdir()
+    (earlier_run / "wandb" / "run.wandb").write_bytes(b"offline run")
+    _, events = train(replace(short_train_cfg, out_dir=str(earlier_run), max_steps=1, eval_freq=50, overwrite=True))
+    [moved] = of(events, EarlierRunSetAside)
+    assert {"responses.json", "wandb"} <= set(moved.files)
+    aside = Path(moved.moved_to)
+    assert (aside / "responses.json").read_text() == "[]" and (aside / "wandb" / "run.wandb").exists()
+    assert not (earlier_run / "wandb").exists()
