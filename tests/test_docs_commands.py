@@ -144,6 +144,14 @@ SLOW = {
     "sweep --preset tiny --lr 1e-4 4e-4 1e-3 --epochs 5 --out results/lr-sweep": "three tiny runs of 5 epochs "
     "(tests/test_sweep.py trains three of 10 steps)",
     "sweep --resume --out results/lr-sweep": "continues the sweep above",
+    "train --preset tiny --context-length 256 --out runs/pre": "10 epochs of the tiny model at its full context",
+    "train --task instruct --init runs/pre/best.pt --out runs/instruct": "2 epochs on 935 instructions, then 110 "
+    "responses (tests/test_instruct.py fine-tunes a small model on a few records)",
+    "generate --checkpoint runs/instruct/best.pt 'Name three primary colours.'": "needs the fine-tuned run above",
+    "train --preset small": "the 29M-parameter preset, 10 epochs (tests/test_own_corpus.py checks the presets)",
+    "train --n-layers 6 --n-heads 6 --emb-dim 384": "a 6-layer model, 10 epochs (the shape flags are tested in "
+    "tests/test_own_corpus.py)",
+    "train --preset tiny --epochs 20 --out runs/tiny": "20 epochs of the tiny model, to serve",
 }
 
 

@@ -44,7 +44,7 @@ def test_a_run_reports_steps_evaluations_samples_and_its_files(tiny_cfg, quick_t
     assert all(s.text.startswith("Every effort moves you") for s in samples)
     assert isinstance(result, Finished) and result.completed and result.global_step == 40
     assert events[-1] is result
-    assert set(result.outputs) == {"checkpoint", "best", "plot", "metrics", "samples"}
+    assert set(result.outputs) == {"checkpoint", "best", "plot", "metrics", "samples", "layers"}
 
 
 def test_training_lowers_the_validation_loss(tiny_cfg, quick_train_cfg):
