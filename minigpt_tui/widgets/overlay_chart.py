@@ -4,6 +4,7 @@ colour, named in the legend; published reference curves dimmed behind them. Draw
 
 from dataclasses import dataclass
 
+from textual.markup import escape
 from textual_plotext import PlotextPlot
 
 from core.events import Evaluated
@@ -63,8 +64,8 @@ class OverlayChart(PlotextPlot):
 
     def legend(self) -> str:
         """Each run's colour and name, the references' names, and how train and val are told apart."""
-        runs = [f"[{s.color}]━━[/] {s.name}" for s in self.series]
-        references = [f"[{REFERENCE_COLOR}]┄┄[/] {curve.name}" for curve in self.drawn_references()]
+        runs = [f"[{s.color}]━━[/] {escape(s.name)}" for s in self.series]  # names are the user's
+        references = [f"[{REFERENCE_COLOR}]┄┄[/] {escape(curve.name)}" for curve in self.drawn_references()]
         lines = f"━ val  {TRAIN_MARKER * 3} train · " if self.view == "loss" else ""
         return "  ".join(runs + references) + f"  · {lines}{'log' if self.log_scale else 'linear'}"
 
