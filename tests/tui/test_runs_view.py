@@ -14,7 +14,7 @@ from minigpt_tui import cli
 from minigpt_tui.runs_app import OpenRun, RunsApp, RunsViewState
 from minigpt_tui.sources import FollowedRun
 from minigpt_tui.widgets.config_diff import ConfigDiff
-from minigpt_tui.widgets.overlay_chart import OverlayChart
+from minigpt_tui.widgets.overlay_chart import OverlayChart, Series
 from minigpt_tui.widgets.runs_table import RunsTable
 
 
@@ -143,3 +143,9 @@ async def test_the_table_refreshes_while_runs_go_on_and_a_sweeps_view_charts_eac
 
 def test_the_runs_view_at_80_by_24(snap_compare, three_runs):
     assert snap_compare(RunsApp([three_runs]), press=["space", "down", "space"], terminal_size=(80, 24))
+
+
+def test_a_run_named_like_markup_is_named_as_typed_in_the_legend():
+    chart = OverlayChart()
+    chart.series = [Series(name="[bold]lr[/]", color="cyan", evaluations=())]
+    assert "[cyan]━━[/] \\[bold]lr\\[/]" in chart.legend()
